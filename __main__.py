@@ -1,0 +1,5 @@
+import sys
+
+from memarl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""Observation encoders and the config fields every agent shares.
+
+The encoder is the Follower / SRMT ResNet (reference/srmt.md §3):
+
+    Conv3x3(C -> F) -> n x ResBlock(ReLU, Conv3x3, ReLU, Conv3x3, + identity) -> ReLU
+        -> flatten -> Linear(F*m*m -> D) -> ReLU
+
+Bottleneck: C=3, m=5, F=8, n=1, D=16 (4,608 parameters); LMAPF: m=11, F=64, n=8, D=512.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from memarl.errors import MemarlError
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """Encoder fields shared by every agent config (subclasses add their core's fields)."""
+
+    d_model: int = 16
+    """model width D: size of the encoder output and of everything the core works with"""
+    filters: int = 8
+    """convolution filters F of the ResNet encoder"""
+    res_blocks: int = 1
+    """number of residual blocks of the ResNet encoder (0 = the first convolution only)"""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        require(self.d_model >= 1, f"d_model must be >= 1, got {self.d_model}")
+        require(self.filters >= 1, f"filters must be >= 1, got {self.filters}")
+        require(self.res_blocks >= 0, f"res_blocks must be >= 0, got {self.res_blocks}")
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a one-line :class:`MemarlError` when ``condition`` is false."""
+    if not condition:
+        raise MemarlError(message)
+
+
+def check_field_types(config) -> None:
+    """Check every field of a config dataclass against the type of its default value.
+
+    ``int`` is accepted for ``float`` fields; ``bool`` is never accepted for ``int`` fields.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        expected = type(field.default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(config, field.name, float(value))
+            continue
+        if expected is int and isinstance(value, bool):
+            ok = False
+        else:
+            ok = isinstance(value, expected)
+        require(ok, f"{type(config).__name__}.{field.name} must be {expected.__name__}, "
+                    f"got {value!r}")
+
+
+def orthogonal_init(module: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases (Conv2d / Linear)."""
+    nn.init.orthogonal_(module.weight, gain=gain)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+class ResBlock(nn.Module):
+    """ReLU -> Conv3x3 -> ReLU -> Conv3x3, plus the identity (pre-activation residual block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        gain = math.sqrt(2.0)
+        self.conv1 = orthogonal_init(nn.Conv2d(channels, channels, 3, padding=1), gain)
+        self.conv2 = orthogonal_init(nn.Conv2d(channels, channels, 3, padding=1), gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, F, m, m]
+        return x + self.conv2(torch.relu(self.conv1(torch.relu(x))))
+
+
+class ResNetEncoder(nn.Module):
+    """Encode one agent's observation ``[B, C, H, W]`` to a vector ``[B, out_dim]``.
+
+    Orthogonal initialisation with gain sqrt(2) (ReLU), zero biases. Any observation dtype is
+    accepted and cast to the parameters' dtype.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int], filters: int, res_blocks: int,
+                 out_dim: int):
+        super().__init__()
+        require(len(obs_shape) == 3, f"obs_shape must be (C, H, W), got {tuple(obs_shape)}")
+        channels, height, width = (int(s) for s in obs_shape)
+        self.obs_shape = (channels, height, width)
+        gain = math.sqrt(2.0)
+        self.conv = orthogonal_init(nn.Conv2d(channels, filters, 3, padding=1), gain)
+        self.blocks = nn.Sequential(*[ResBlock(filters) for _ in range(res_blocks)])
+        self.fc = orthogonal_init(nn.Linear(filters * height * width, out_dim), gain)
+        self.out_dim = out_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.to(self.fc.weight.dtype)                     # [B, C, H, W]
+        x = torch.relu(self.blocks(self.conv(x)))            # [B, F, H, W]
+        return torch.relu(self.fc(x.flatten(1)))             # [B, D]

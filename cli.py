@@ -1,0 +1,222 @@
+"""The ``memarl`` command: train, eval, render, list, bench.
+
+Every option's help text is the docstring written under the matching config field. Bad input
+prints one line ``memarl: error: ...`` and exits with code 2; nothing existing is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+from memarl.configs import field_docs, parse_key_values, parse_value
+from memarl.errors import MemarlError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _typed(kind, name):
+    def convert(text: str):
+        try:
+            return parse_value(text, kind, name)
+        except MemarlError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = getattr(kind, "__name__", str(kind))
+    return convert
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple = (),
+                           title: str | None = None) -> list[str]:
+    """One ``--kebab-name`` option per field, default None so explicit values can be told apart."""
+    group = parser.add_argument_group(title) if title else parser
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    names = []
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else None
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
+                           metavar=field.name.upper(), type=_typed(hints[field.name], field.name),
+                           help=f"{docs.get(field.name, '')} (default: {default})")
+        names.append(field.name)
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from memarl.train.ppo import PPOConfig
+    from memarl.train.trainer import TrainConfig
+
+    parser = _Parser(prog="memarl", description="Multi-agent RL with memory: train, evaluate "
+                     "and render SRMT and its ablations on grid pathfinding tasks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train an agent on an env",
+                                description="Train an agent with PPO. Progress is printed live; "
+                                "TensorBoard logs go to RUN_DIR/tb.")
+    _add_dataclass_options(train, TrainConfig, skip=("env_options", "agent_options", "ppo"))
+    train.add_argument("--env-opt", action="append", metavar="KEY=VALUE",
+                       help="an option of the env's own config, e.g. reward=sparse (repeatable)")
+    train.add_argument("--agent-opt", action="append", metavar="KEY=VALUE",
+                       help="an option of the agent's own config, e.g. attention=causal_mem_first "
+                            "(repeatable)")
+    train.add_argument("--resume", metavar="RUN", default=None,
+                       help="continue the run in RUN from its latest checkpoint (only "
+                            "total-steps, device and logging settings may change)")
+    _add_dataclass_options(train, PPOConfig, title="PPO")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run on a map suite",
+                                   description="Run a checkpoint on every map x seed of a suite; "
+                                   "write one CSV row per episode, a Markdown table and a PNG plot.")
+    evaluate.add_argument("run", help="run directory or checkpoint file")
+    evaluate.add_argument("--suite", required=True, help="suite name (`memarl list suites`)")
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help="seeds per map (default: the suite's, 10 for bottleneck-test)")
+    evaluate.add_argument("--checkpoint", default="best",
+                          help="best (falls back to latest), latest, or a checkpoint file")
+    evaluate.add_argument("--deterministic", action="store_true",
+                          help="act by argmax instead of sampling (recorded in the table)")
+    evaluate.add_argument("--max-corridor-length", type=int, default=None,
+                          help="skip maps longer than this (quick looks)")
+    evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/SUITE)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of action sampling")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+
+    render = commands.add_parser("render", help="write a GIF (and MP4 with ffmpeg) of one episode")
+    render.add_argument("run", help="run directory or checkpoint file")
+    render.add_argument("--out", required=True, help="output file: .gif or .mp4")
+    render.add_argument("--corridor-length", type=int, default=5, help="Bottleneck corridor length L")
+    render.add_argument("--seed", type=int, default=0, help="episode seed (fixes start and goal)")
+    render.add_argument("--max-steps", type=int, default=None,
+                        help="episode length (default the test rule 2L+100)")
+    render.add_argument("--checkpoint", default="best", help="best, latest, or a checkpoint file")
+    render.add_argument("--deterministic", action="store_true", help="act by argmax")
+    render.add_argument("--fps", type=int, default=6, help="frames per second")
+    render.add_argument("--cell", type=int, default=24, help="pixels per grid cell")
+    render.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+    listing = commands.add_parser("list", help="list envs, agents or suites")
+    listing.add_argument("what", choices=["envs", "agents", "suites"])
+
+    bench = commands.add_parser("bench", help="measure speed against a reference in the same run")
+    bench_what = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    bench_env = bench_what.add_parser("env", help="agent-steps/s of our batched env vs pogema 1.4.0")
+    bench_env.add_argument("env", help="env id, e.g. bottleneck")
+    bench_env.add_argument("--num-envs", type=int, default=64, help="envs in our batch")
+    bench_env.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    bench_env.add_argument("--json", default=None, help="also write the result as JSON here")
+    return parser
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> None:
+    from memarl.train.ppo import PPOConfig
+    from memarl.train.trainer import TrainConfig, load_resume_config, train
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("env_options", "agent_options", "ppo")
+             and getattr(args, f.name) is not None}
+    ppo_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)
+                 if getattr(args, f.name) is not None}
+    env_options = parse_key_values(args.env_opt, "--env-opt")
+    agent_options = parse_key_values(args.agent_opt, "--agent-opt")
+    if args.resume:
+        if "run_dir" in given and Path(given.pop("run_dir")) != Path(args.resume):
+            raise MemarlError("give either --resume RUN or --run-dir, not two different folders")
+        overrides = dict(given)
+        if ppo_given:
+            overrides["ppo"] = ppo_given
+        if env_options:
+            overrides["env_options"] = env_options
+        if agent_options:
+            overrides["agent_options"] = agent_options
+        cfg = load_resume_config(Path(args.resume), overrides)
+        train(cfg, resume=True, command_line=["memarl", *argv])
+        return
+    cfg = TrainConfig(**given, env_options=env_options, agent_options=agent_options,
+                      ppo=PPOConfig(**ppo_given))
+    run_dir = train(cfg, command_line=["memarl", *argv])
+    print(f"run directory: {run_dir}")
+
+
+def _list(what: str) -> None:
+    from memarl.registry import AGENTS, ENVS, SUITES
+    import memarl.envs  # noqa: F401 - registers envs and suites
+    if what == "envs":
+        for entry in ENVS:
+            print(f"{entry.name:24s} {entry.description}")
+    elif what == "suites":
+        for entry in SUITES:
+            print(f"{entry.name:24s} {entry.description}")
+    else:
+        import memarl.agents  # noqa: F401 - registers agents
+        from memarl.agents import make_agent
+        print(f"{'agent':12s} {'total params':>13s} {'effective':>10s}  description "
+              f"(Bottleneck sizes: obs 3x5x5, 5 actions)")
+        for entry in AGENTS:
+            counts = make_agent(entry.name, (3, 5, 5), 5).parameter_counts()
+            print(f"{entry.name:12s} {counts['total']:>13,} {counts['effective']:>10,}  "
+                  f"{entry.description}")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import json
+    from memarl.eval.bench import bench_env, format_bench
+    if args.num_envs < 1 or args.seconds <= 0:
+        raise MemarlError("--num-envs must be >= 1 and --seconds > 0")
+    result = bench_env(args.env, num_envs=args.num_envs, seconds=args.seconds)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from memarl.eval.evaluate import evaluate_run
+    if args.episodes is not None and args.episodes < 1:
+        raise MemarlError(f"--episodes must be >= 1, got {args.episodes}")
+    out = evaluate_run(args.run, args.suite, episodes=args.episodes, which=args.checkpoint,
+                       deterministic=args.deterministic, out_dir=args.out, seed=args.seed,
+                       device=args.device, max_corridor_length=args.max_corridor_length)
+    print(f"wrote {out}")
+
+
+def _render(args: argparse.Namespace) -> None:
+    from memarl.eval.render import render_run
+    written = render_run(args.run, args.out, corridor_length=args.corridor_length,
+                         seed=args.seed, max_steps=args.max_steps, which=args.checkpoint,
+                         deterministic=args.deterministic, fps=args.fps, cell=args.cell,
+                         force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error already printed in one line
+        return int(exit_request.code or 0)
+    try:
+        if args.command == "train":
+            _train(args, argv)
+        elif args.command == "list":
+            _list(args.what)
+        elif args.command == "bench":
+            _bench(args)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "render":
+            _render(args)
+    except MemarlError as error:
+        print(f"memarl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

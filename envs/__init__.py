@@ -1,0 +1,47 @@
+"""The tasks: batched numpy envs (``make``) and PettingZoo adapters (``make_parallel``).
+
+Importing this package registers the envs in :data:`memarl.registry.ENVS` and their suites in
+:data:`memarl.registry.SUITES`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from memarl.errors import MemarlError
+from memarl.registry import ENVS, SUITES
+
+ENVS.register(
+    "bottleneck-v0", "memarl.envs.bottleneck:BottleneckEnv",
+    description="Bottleneck (SRMT): 2 agents, two rooms joined by a 1-cell corridor; pogema finish/block_both, R=2")
+
+SUITES.register("bottleneck-train", "memarl.envs.bottleneck:get_suite",
+                description="Bottleneck, the 16 training maps (L 3..27), episode 512", suite_name="bottleneck-train")
+SUITES.register("bottleneck-test", "memarl.envs.bottleneck:get_suite",
+                description="Bottleneck, the 58 test maps (L 3..50, 100..1000), episode 2L+100, seeds 0..9",
+                suite_name="bottleneck-test")
+
+PARALLEL_ENTRY_POINTS: dict[str, str] = {
+    "bottleneck-v0": "memarl.envs.pettingzoo_env:BottleneckParallelEnv",
+}
+"""registered env name -> PettingZoo ParallelEnv factory (``"module:attr"``)"""
+
+
+def make(env_id: str, num_envs: int = 1, **kwargs: Any):
+    """Batched env ``env_id`` (e.g. ``"bottleneck"`` or ``"bottleneck-v0"``) with ``num_envs`` envs."""
+    return ENVS.make(env_id, num_envs=num_envs, **kwargs)
+
+
+def make_parallel(env_id: str, **kwargs: Any):
+    """PettingZoo ``ParallelEnv`` over one env of ``env_id``."""
+    import importlib
+
+    name = ENVS.resolve(env_id)
+    entry = PARALLEL_ENTRY_POINTS.get(name)
+    if entry is None:
+        known = ", ".join(sorted(PARALLEL_ENTRY_POINTS))
+        raise MemarlError(f"env {name!r} has no PettingZoo adapter; available: {known}")
+    module_name, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(**kwargs)
+
+
+__all__ = ["PARALLEL_ENTRY_POINTS", "make", "make_parallel"]

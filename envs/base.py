@@ -1,0 +1,42 @@
+"""The batched multi-agent env contract (DESIGN.md, "Env batch API").
+
+Every task has one implementation that steps ``N`` envs x ``A`` agents at once with numpy:
+
+* ``reset(seed=None, options=None) -> obs``                     obs ``[N, A, C, H, W]`` float32
+* ``step(actions) -> obs, reward, terminated, truncated, info``  actions ``[N, A]`` int;
+  reward ``[N, A]`` float32; terminated / truncated ``[N, A]`` bool
+* attributes ``num_envs``, ``num_agents``, ``num_actions``, ``obs_shape`` (``(C, H, W)``),
+  ``single_observation_space`` / ``single_action_space`` (one agent's gymnasium spaces),
+  and for grid envs ``positions [N, A, 2]``, ``targets [N, A, 2]`` (row, col in map coordinates)
+  and ``alive [N, A]`` (False for agents that left the grid, e.g. finished in ``finish`` mode).
+
+Autoreset happens in the same call: when env ``n``'s episode ends, ``terminated``/``truncated``
+of that step describe the finished episode, while ``obs``, ``positions``, ``targets`` and
+``alive`` of env ``n`` already belong to the next episode. ``info`` then holds
+
+* ``info["episode_end"]``  ``[N]`` bool: which envs ended an episode on this step;
+* ``info["episode_metrics"]``: list of length ``N`` with a dict of episode metrics for each env
+  that ended (``None`` elsewhere);
+* ``info["first"]`` ``[N, A]`` bool: True where the returned ``obs`` is the first observation of
+  an episode (what a memory policy uses to reset its state).
+
+Env groups stay together everywhere: the agents of one env are never split across batches.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class BatchedEnv(Protocol):
+    num_envs: int
+    num_agents: int
+    num_actions: int
+    obs_shape: tuple[int, ...]
+    alive: np.ndarray  # [N, A] bool
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> np.ndarray: ...
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                 dict[str, Any]]: ...

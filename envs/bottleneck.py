@@ -1,0 +1,699 @@
+"""Bottleneck: the two-agent corridor coordination task of SRMT, batched over ``N`` envs in numpy.
+
+See :class:`BottleneckEnv` for the task, and ``shared/reference/bottleneck.md`` for the original
+code's quirks and the decisions D1-D14 referred to below.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium
+import numpy as np
+
+from memarl.envs import grid as G
+from memarl.errors import MemarlError
+
+NUM_AGENTS = 2
+ROOM_ROWS = 2
+"""rows of each room"""
+MAP_WIDTH = 9
+"""columns of every Bottleneck map"""
+CORRIDOR_COL = 4
+"""0-based column of the one-cell-wide corridor"""
+
+TRAIN_CORRIDOR_LENGTHS = (3, 4, 5, 6, 7, 8, 12, 16, 17, 18, 20, 21, 22, 23, 24, 27)
+"""the 16 training maps of the original code (``env/bottlenecks-9-330.yaml``)"""
+TEST_CORRIDOR_LENGTHS = tuple(range(3, 51)) + tuple(range(100, 1001, 100))
+"""the 58 test maps of the original code (``env/test-bottlenecks-9-31000.yaml``)"""
+TRAIN_EPISODE_STEPS = 512
+"""training episode length of the original, for every corridor length"""
+
+
+def eval_episode_steps(corridor_length: int) -> int:
+    """The original test-time episode length: ``2 * L + 100``."""
+    return 2 * int(corridor_length) + 100
+
+
+# --------------------------------------------------------------------------------------------
+# maps and start/goal sampling
+
+
+def _check_length(corridor_length: Any) -> int:
+    if isinstance(corridor_length, bool) or not isinstance(corridor_length, (int, np.integer)):
+        raise MemarlError(f"corridor length must be an integer, got {corridor_length!r}")
+    if corridor_length < 1:
+        raise MemarlError(f"corridor length must be >= 1, got {corridor_length}")
+    return int(corridor_length)
+
+
+def bottleneck_map(corridor_length: int) -> str:
+    """ASCII map of corridor length ``L``: ``(L + 4)`` rows x 9 columns.
+
+    Rows 0-1 are the top room, rows ``2 .. L+1`` are ``####.####`` (corridor in column 4), rows
+    ``L+2, L+3`` are the bottom room.
+    """
+    length = _check_length(corridor_length)
+    room = "." * MAP_WIDTH
+    corridor = "#" * CORRIDOR_COL + "." + "#" * (MAP_WIDTH - CORRIDOR_COL - 1)
+    return "\n".join([room] * ROOM_ROWS + [corridor] * length + [room] * ROOM_ROWS)
+
+
+def sample_start_goal(corridor_length: int, rng: np.random.Generator,
+                      distinct_cells: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one start/goal configuration: ``(starts [2, 2], goals [2, 2])`` (row, col) int64.
+
+    Agent 0 starts uniformly in the top room with its goal uniformly in the bottom room; agent 1
+    is the mirror. The eight draws are made in the original ``MultiMapWrapper`` order (agent-0
+    start row, col; agent-1 start row, col; agent-0 goal row, col; agent-1 goal row, col), each
+    uniform over its range, so ``sample_start_goal(L, np.random.default_rng(seed))`` is the
+    configuration the original evaluation used for map ``L`` and seed ``seed``.
+
+    With ``distinct_cells`` (D9) the whole draw is repeated until agent 1's start differs from
+    agent 0's goal and agent 0's start differs from agent 1's goal; by default such coincidences
+    are kept, as in the original.
+    """
+    length = _check_length(corridor_length)
+    bottom = ROOM_ROWS + length
+    low = np.array([0, 0, bottom, 0, bottom, 0, 0, 0], dtype=np.int64)
+    span = np.array([ROOM_ROWS, MAP_WIDTH] * 4, dtype=np.int64)
+    while True:
+        d = (rng.integers(0, span) + low).reshape(4, 2)
+        starts, goals = d[[0, 1]], d[[2, 3]]
+        if not distinct_cells or not ((starts[1] == goals[0]).all() or (starts[0] == goals[1]).all()):
+            return starts, goals
+
+
+# --------------------------------------------------------------------------------------------
+# rewards
+
+
+@dataclass(frozen=True)
+class RewardScheme:
+    """Per-step reward of a live agent that did not arrive on this step (arrival pays +1)."""
+
+    towards: float
+    """reached the subgoal (next planned cell) recorded at the previous step"""
+    move: float
+    """otherwise, when the chosen action was a move (1-4)"""
+    wait: float
+    """otherwise, when the chosen action was wait (0)"""
+
+
+REWARD_SCHEMES: dict[str, RewardScheme] = {
+    "directional": RewardScheme(towards=0.005, move=0.0, wait=0.0),
+    "sparse": RewardScheme(towards=0.0, move=0.0, wait=0.0),
+    "dense": RewardScheme(towards=-0.01, move=-0.01, wait=-0.01),
+    "directional_negative": RewardScheme(towards=-0.005, move=-0.01, wait=-0.01),
+    # Moving Negative ignores direction: reaching the subgoal needs a move action, so -0.01.
+    "moving_negative": RewardScheme(towards=-0.01, move=-0.01, wait=-0.005),
+}
+"""the five reward schemes of SRMT (paper Table 2), arrival step excluded (always exactly +1)"""
+
+
+# --------------------------------------------------------------------------------------------
+# config and suites
+
+
+@dataclass(frozen=True)
+class BottleneckConfig:
+    """Settings of :class:`BottleneckEnv` (every field is a constructor keyword)."""
+
+    num_envs: int = 1
+    """number of envs N stepped together"""
+    corridor_lengths: tuple[int, ...] = TRAIN_CORRIDOR_LENGTHS
+    """corridor lengths L of the maps; one is drawn uniformly per reset (D11)"""
+    reward: str = "directional"
+    """reward scheme: 'directional', 'sparse', 'dense', 'directional_negative', 'moving_negative'"""
+    max_episode_steps: int | None = TRAIN_EPISODE_STEPS
+    """time limit (truncation); None = the test rule 2*L + 100 of the episode's map"""
+    obs_radius: int = 2
+    """observation radius R: windows are (2R+1) x (2R+1)"""
+    seed: int | None = None
+    """seed of env n's RNG is seed + n (Gymnasium vector-env convention); None = fresh entropy"""
+    autoreset: bool = True
+    """reset an env inside step() when its episode ends; if False the env freezes until reset()"""
+    fixed_positions_per_instance: bool = False
+    """D1 reproduction: draw one start/goal per map per env at seeding and reuse it every episode"""
+    distinct_cells: bool = False
+    """D9: redraw when agent 1's start equals agent 0's goal or vice versa (original: kept)"""
+    collision_system: str = "block_both"
+    """pogema collision system: 'block_both' (the task's) or 'priority'"""
+    hide_finished_targets: bool = False
+    """if True, a finished agent's target disappears from the others' target channel
+    (original: shown until the episode ends)"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, (int, np.integer)) \
+                or self.num_envs < 1:
+            raise MemarlError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
+        lengths = self.corridor_lengths
+        if isinstance(lengths, (int, np.integer)):
+            lengths = (lengths,)
+        if not isinstance(lengths, (list, tuple, np.ndarray)) or len(lengths) == 0:
+            raise MemarlError(f"corridor_lengths must be a non-empty list of integers, got {lengths!r}")
+        object.__setattr__(self, "corridor_lengths", tuple(_check_length(x) for x in lengths))
+        if self.reward not in REWARD_SCHEMES:
+            raise MemarlError(f"unknown reward {self.reward!r}; known: {', '.join(REWARD_SCHEMES)}")
+        if self.max_episode_steps is not None and (
+                isinstance(self.max_episode_steps, bool)
+                or not isinstance(self.max_episode_steps, (int, np.integer)) or self.max_episode_steps < 1):
+            raise MemarlError(f"max_episode_steps must be an integer >= 1 or None, got {self.max_episode_steps!r}")
+        if isinstance(self.obs_radius, bool) or not isinstance(self.obs_radius, (int, np.integer)) \
+                or not 1 <= self.obs_radius <= 32:
+            raise MemarlError(f"obs_radius must be an integer in 1..32, got {self.obs_radius!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            raise MemarlError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+        if self.collision_system not in G.COLLISION_SYSTEMS:
+            raise MemarlError(f"unknown collision_system {self.collision_system!r}; "
+                              f"known: {', '.join(G.COLLISION_SYSTEMS)}")
+
+    def episode_steps(self, corridor_length: int) -> int:
+        """Time limit of an episode on map ``L`` under this config."""
+        if self.max_episode_steps is None:
+            return eval_episode_steps(corridor_length)
+        return int(self.max_episode_steps)
+
+
+@dataclass(frozen=True)
+class BottleneckSuite:
+    """An evaluation/training map suite: maps x seeds x episode-length rule."""
+
+    name: str
+    """registered name, e.g. 'bottleneck-test'"""
+    env_id: str
+    """env registry id the suite runs on"""
+    corridor_lengths: tuple[int, ...]
+    """corridor lengths L of the suite's maps, in reporting order"""
+    max_episode_steps: int | None
+    """fixed episode length, or None for the rule 2*L + 100"""
+    seeds: tuple[int, ...]
+    """evaluation seeds; (L, seed) fixes the start/goal configuration"""
+    description: str = ""
+    """one line for `memarl list suites`"""
+
+    def episode_steps(self, corridor_length: int) -> int:
+        """Episode length on map ``L``."""
+        if self.max_episode_steps is None:
+            return eval_episode_steps(corridor_length)
+        return int(self.max_episode_steps)
+
+    def episodes(self) -> list[tuple[int, int, int]]:
+        """All ``(corridor_length, seed, max_episode_steps)`` triples, map-major."""
+        return [(L, s, self.episode_steps(L)) for L in self.corridor_lengths for s in self.seeds]
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make a :class:`BottleneckEnv` draw from this suite."""
+        return {"corridor_lengths": self.corridor_lengths, "max_episode_steps": self.max_episode_steps}
+
+
+SUITES: dict[str, BottleneckSuite] = {
+    "bottleneck-train": BottleneckSuite(
+        "bottleneck-train", "bottleneck-v0", TRAIN_CORRIDOR_LENGTHS, TRAIN_EPISODE_STEPS, tuple(range(10)),
+        "Bottleneck, the 16 training maps (L 3..27), episode 512"),
+    "bottleneck-test": BottleneckSuite(
+        "bottleneck-test", "bottleneck-v0", TEST_CORRIDOR_LENGTHS, None, tuple(range(10)),
+        "Bottleneck, the 58 test maps (L 3..50, 100..1000), episode 2L+100, seeds 0..9"),
+}
+
+
+def get_suite(suite_name: str) -> BottleneckSuite:
+    """The suite called ``suite_name`` (the SUITES registry entry point)."""
+    if suite_name not in SUITES:
+        raise MemarlError(f"unknown bottleneck suite {suite_name!r}; known: {', '.join(SUITES)}")
+    return SUITES[suite_name]
+
+
+# --------------------------------------------------------------------------------------------
+# shared caches (pure functions of their keys; shared by all env instances of a process)
+
+_GRIDS: dict[tuple[int, int], G.GridMap] = {}
+_POOLS: dict[int, tuple[G.MapPool, G.PathTables]] = {}
+
+
+def bottleneck_grid(corridor_length: int, radius: int) -> G.GridMap:
+    """The padded :class:`~memarl.envs.grid.GridMap` of map ``L`` (cached)."""
+    key = (int(corridor_length), int(radius))
+    g = _GRIDS.get(key)
+    if g is None:
+        g = G.GridMap.from_text(bottleneck_map(corridor_length), radius, key=f"bottleneck-{corridor_length}")
+        _GRIDS[key] = g
+    return g
+
+
+def _pools(radius: int) -> tuple[G.MapPool, G.PathTables]:
+    p = _POOLS.get(radius)
+    if p is None:
+        p = _POOLS[radius] = (G.MapPool(radius), G.PathTables(radius))
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# the env
+
+
+class BottleneckEnv:
+    """Bottleneck (SRMT), ``N`` envs x 2 agents stepped together with numpy.
+
+    Description
+        Two agents in a map of two 2-row rooms (9 wide) joined by a vertical corridor one cell
+        wide and ``L`` cells long (column 4). Each agent must cross to a goal in the other room;
+        since agents can neither overlap nor swap, one has to let the other pass. An agent that
+        reaches its goal leaves the grid. Mechanics are pogema 1.4.0 with ``on_target='finish'``,
+        ``collision_system='block_both'``, ``obs_radius=2``, checked step-exactly against pogema
+        (positions, terminated, truncated, rewards, ``obstacles``/``agents`` windows).
+        Movement: every live agent requests ``cell + MOVES[action]``; with block_both it moves iff
+        that cell is free of obstacles, is nobody's current cell (a cell being vacated in the same
+        step still blocks) and is requested by no other live agent. Finished agents neither move
+        nor block.
+
+    Observation
+        ``float32 [N, 2, 3, 2R+1, 2R+1]`` (``[N, 2, 3, 5, 5]``), per agent, centred on it:
+        channel 0 = static obstacles as -1 (pogema's padded grid: the 1-cell ring around the map
+        is -1, cells beyond it read as free 0) plus the planned path as +1; channel 1 = live
+        agents as 1, the observer itself included at the centre (as pogema's ``agents``);
+        channel 2 = the targets of the *other* agent(s) as 1 (own target excluded), including the
+        target of an agent that already finished (as the original ``AnonymousTargetsWrapper``;
+        ``hide_finished_targets=True`` removes it). The path is a BFS shortest path on the static
+        map that ignores other agents, replanned every step; ties between equal-length paths are
+        broken by taking, at every cell, the first neighbour in pogema ``MOVES`` order (up, down,
+        left, right) one step closer to the goal. Marked path cells run from the agent's own cell
+        through the goal and stop at the first path cell outside the window (the Follower
+        convention; the own cell is therefore +1). The next path cell is the *subgoal* used by the
+        Directional rewards. A finished (not alive) agent's observation is all zeros.
+
+    Action
+        ``int [N, 2]`` in ``0..4``: pogema ``MOVES`` = 0 wait, 1 up (row-1), 2 down (row+1),
+        3 left (col-1), 4 right (col+1). Actions of finished agents are ignored. Wrong shape,
+        non-integer dtype or values outside 0..4 raise :class:`MemarlError`.
+
+    Reward
+        ``float32 [N, 2]``. The arrival step pays exactly +1 (pogema's reward, paid once; D4: no
+        shaping term on that step). Otherwise a live agent gets, by scheme (``reward=``):
+
+        ====================== ====================== =========== ===========
+        scheme                 reached subgoal (D6)   other move  other wait
+        ====================== ====================== =========== ===========
+        directional            +0.005                 0           0
+        sparse                 0                      0           0
+        dense                  -0.01                  -0.01       -0.01
+        directional_negative   -0.005                 -0.01       -0.01
+        moving_negative        -0.01                  -0.01       -0.005
+        ====================== ====================== =========== ===========
+
+        "Reached subgoal" (D6): the cell after this step equals the next path cell computed from
+        the previous observation. "Move"/"wait" (D5) is the *chosen* action, whether or not the
+        move succeeded. Finished agents get 0 (the original kept charging them shaping terms).
+
+    Starting State
+        On every reset (D11) a map is drawn uniformly from ``corridor_lengths`` with the env's
+        RNG, then a start/goal configuration with :func:`sample_start_goal` (D1: redrawn every
+        episode; ``fixed_positions_per_instance=True`` reproduces the original, which drew one
+        configuration per map per env instance at construction). Agent 0 starts in the top room
+        with its goal in the bottom room, agent 1 the mirror; one agent's start may equal the
+        other's goal (D9; ``distinct_cells=True`` forbids it). Env ``n``'s RNG is seeded with
+        ``seed + n``. Episodes can be pinned for evaluation with
+        ``reset(options={"corridor_lengths": [...], "episode_seeds": [...],
+        "max_episode_steps": [...]})`` or :meth:`set_episodes`: env ``n`` then plays map ``L_n``
+        with the start/goal ``sample_start_goal(L_n, np.random.default_rng(seed_n))`` at each of
+        its resets, which is the configuration of the original evaluation for that (map, seed).
+
+    Episode End
+        ``terminated[n, a]`` is True from agent ``a``'s arrival until the episode ends (pogema's
+        ``on_goal``, which stays True for a finished agent); ``info["arrived"]`` marks the arrival
+        step itself. ``truncated[n, :]`` is True for both agents on the step the time limit is
+        reached (elapsed steps >= max_episode_steps; 512 by default, 2L+100 under the test rule),
+        also for agents that had already finished, as pogema. The episode ends when both agents
+        have arrived or at the time limit. With ``autoreset`` the env is reset inside the same
+        ``step`` (``obs``, ``positions``, ``targets``, ``alive`` then belong to the next episode,
+        ``info["first"]`` is set); without it the env freezes (no movement, zero rewards,
+        ``terminated``/``truncated`` False, ``alive`` False, zero observations) until ``reset()``.
+        ``info["episode_metrics"][n]`` of an ending env holds ``CSR`` (both arrived), ``ISR``
+        (fraction arrived), ``SoC`` (sum of per-agent arrival steps, counting the episode length
+        for an agent that did not arrive -- the correct finish-mode SoC, D8; pogema's wired-in
+        value would be 2 x makespan), ``makespan``, ``episode_length``, ``corridor_length``,
+        ``return`` (per-agent mean of the episode's summed reward), ``max_episode_steps`` and
+        ``episode_seed`` (None unless pinned).
+
+    Arguments
+        See :class:`BottleneckConfig`: pass a config, keyword overrides, or both
+        (``BottleneckEnv(num_envs=64, reward="sparse", seed=0)``).
+
+    Version History
+        * v0: first version; pogema 1.4.0 mechanics, decisions D1, D4-D6, D8, D9, D11 as above.
+    """
+
+    metadata = {"render_modes": ["ansi"], "name": "bottleneck-v0"}
+    config_class = BottleneckConfig
+
+    def __init__(self, config: BottleneckConfig | None = None, **overrides: Any):
+        if config is None:
+            config = BottleneckConfig()
+        elif not isinstance(config, BottleneckConfig):
+            raise MemarlError(f"config must be a BottleneckConfig, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(BottleneckConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise MemarlError(f"unknown bottleneck option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.num_envs = n = config.num_envs
+        self.num_agents = a = NUM_AGENTS
+        self.num_actions = G.NUM_ACTIONS
+        self.radius = r = config.obs_radius
+        self._side = 2 * r + 1
+        self._k = self._side ** 2
+        self.obs_shape = (3, self._side, self._side)
+        self.single_observation_space = gymnasium.spaces.Box(-1.0, 1.0, self.obs_shape, dtype=np.float32)
+        self.single_action_space = gymnasium.spaces.Discrete(self.num_actions)
+        self._scheme = REWARD_SCHEMES[config.reward]
+        self._resolve = G.COLLISION_SYSTEMS[config.collision_system]
+        self._map_pool, self._tables = _pools(r)
+
+        # per-env state
+        self._lengths = np.zeros(n, dtype=np.int64)
+        self._map_off = np.zeros(n, dtype=np.int64)  # MapPool offsets: padded cells
+        self._free_off = np.zeros(n, dtype=np.int64)  # MapPool offsets: free cells
+        self._wp = np.ones(n, dtype=np.int64)
+        self._delta = np.zeros((n, G.NUM_ACTIONS), dtype=np.int64)
+        self._cell = np.zeros((n, a), dtype=np.int64)
+        self._tcell = np.zeros((n, a), dtype=np.int64)
+        self._trc = np.zeros((n, a, 2), dtype=np.int64)  # padded (row, col) of targets
+        self._path_off = np.zeros((n, a), dtype=np.int64)
+        self._subgoal = np.zeros((n, a), dtype=np.int64)
+        self.alive = np.zeros((n, a), dtype=bool)
+        self._t = np.zeros(n, dtype=np.int64)
+        self._max_steps = np.ones(n, dtype=np.int64)
+        self._arrival = np.zeros((n, a), dtype=np.int64)
+        self._return = np.zeros((n, a), dtype=np.float64)
+        self._done = np.zeros(n, dtype=bool)
+        self._episode_seed: list[int | None] = [None] * n
+        self._pinned: list[tuple[int, int | None, int | None] | None] = [None] * n
+        self._fixed: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in range(n)]
+        self._rngs: list[np.random.Generator] = []
+        self._seed_rngs(config.seed)
+        # constants of the hot path
+        self._env_rows = np.arange(n)[:, None]
+        self._show_targets = ~np.eye(a, dtype=bool)  # [A, A]: own target hidden
+        base = (np.arange(n)[:, None] * a + np.arange(a)[None, :]) * 3 * self._k  # [N, A]
+        chan = np.repeat(np.array([1, 2]) * self._k, a)  # [2A]: agents -> channel 1, targets -> 2
+        centre = self.radius * self._side + self.radius
+        self._obs_base = base[:, :, None] + chan[None, None, :] + centre  # [N, A, 2A]: slot of offset (0, 0)
+        self._action_reward = np.array([self._scheme.wait] + [self._scheme.move] * 4, dtype=np.float32)
+        self._needs_reset = True
+
+    # ---------------------------------------------------------------- seeding and pinning
+
+    def _seed_rngs(self, seed: int | None) -> None:
+        if seed is None:
+            children = np.random.SeedSequence().spawn(self.num_envs)
+            self._rngs = [np.random.default_rng(c) for c in children]
+        else:
+            self._rngs = [np.random.default_rng(int(seed) + i) for i in range(self.num_envs)]
+        if self.config.fixed_positions_per_instance:
+            for i, rng in enumerate(self._rngs):
+                self._fixed[i] = {L: sample_start_goal(L, rng, self.config.distinct_cells)
+                                  for L in self.config.corridor_lengths}
+
+    def set_episodes(self, corridor_lengths: Sequence[int] | None,
+                     episode_seeds: Sequence[int | None] | None = None,
+                     max_episode_steps: int | Sequence[int | None] | None = None,
+                     env_ids: Sequence[int] | None = None) -> None:
+        """Pin the episodes of envs ``env_ids`` (all if None) from their next reset on.
+
+        ``corridor_lengths[i]`` / ``episode_seeds[i]`` / ``max_episode_steps[i]`` apply to env
+        ``env_ids[i]``. A seed fixes the start/goal as ``sample_start_goal(L,
+        default_rng(seed))``; a None seed draws it from the env's RNG. A None time limit uses the
+        config's rule. ``corridor_lengths=None`` unpins (back to random maps). Takes effect at the
+        next reset of each env (explicit, or automatic at its episode end).
+        """
+        ids = list(range(self.num_envs)) if env_ids is None else [self._check_env_id(i) for i in env_ids]
+        if corridor_lengths is None:
+            for i in ids:
+                self._pinned[i] = None
+            return
+        m = len(ids)
+        lengths = self._per_env("corridor_lengths", corridor_lengths, m)
+        seeds = self._per_env("episode_seeds", episode_seeds, m)
+        steps = self._per_env("max_episode_steps", max_episode_steps, m)
+        for i, L, s, t in zip(ids, lengths, seeds, steps):
+            L = _check_length(L)
+            if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0):
+                raise MemarlError(f"episode seed must be a non-negative integer or None, got {s!r}")
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1):
+                raise MemarlError(f"max_episode_steps must be an integer >= 1 or None, got {t!r}")
+            self._pinned[i] = (L, None if s is None else int(s), None if t is None else int(t))
+
+    def _check_env_id(self, i: Any) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_envs:
+            raise MemarlError(f"env id must be an integer in 0..{self.num_envs - 1}, got {i!r}")
+        return int(i)
+
+    @staticmethod
+    def _per_env(name: str, value: Any, m: int) -> list:
+        if value is None or isinstance(value, (int, np.integer)):
+            return [value] * m
+        value = list(value)
+        if len(value) != m:
+            raise MemarlError(f"{name} must have {m} entries (one per env), got {len(value)}")
+        return value
+
+    # ---------------------------------------------------------------- reset
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> np.ndarray:
+        """Reset every env; returns ``obs [N, 2, 3, 2R+1, 2R+1]`` (the first of every episode).
+
+        ``seed`` reseeds env ``n``'s RNG with ``seed + n``. ``options`` may hold
+        ``corridor_lengths``, ``episode_seeds``, ``max_episode_steps`` (lists of N, see
+        :meth:`set_episodes`).
+        """
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise MemarlError(f"seed must be a non-negative integer, got {seed!r}")
+            self._seed_rngs(int(seed))
+        if options:
+            known = {"corridor_lengths", "episode_seeds", "max_episode_steps"}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise MemarlError(f"unknown reset option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            if "corridor_lengths" in options:
+                self.set_episodes(options["corridor_lengths"], options.get("episode_seeds"),
+                                  options.get("max_episode_steps"))
+            elif "episode_seeds" in options or "max_episode_steps" in options:
+                raise MemarlError("reset options episode_seeds/max_episode_steps need corridor_lengths")
+        for i in range(self.num_envs):
+            self._reset_env(i)
+        self._done[:] = False
+        self._needs_reset = False
+        return self._observe()
+
+    def _reset_env(self, i: int) -> None:
+        cfg = self.config
+        rng = self._rngs[i]
+        spec = self._pinned[i]
+        episode_seed = None
+        if spec is None:
+            lengths = cfg.corridor_lengths
+            L = lengths[int(rng.integers(len(lengths)))] if len(lengths) > 1 else lengths[0]
+            if cfg.fixed_positions_per_instance:
+                starts, goals = self._fixed[i][L]
+            else:
+                starts, goals = sample_start_goal(L, rng, cfg.distinct_cells)
+            max_steps = cfg.episode_steps(L)
+        else:
+            L, episode_seed, max_steps = spec
+            src = rng if episode_seed is None else np.random.default_rng(episode_seed)
+            starts, goals = sample_start_goal(L, src, cfg.distinct_cells)
+            if max_steps is None:
+                max_steps = cfg.episode_steps(L)
+        grid = bottleneck_grid(L, self.radius)
+        wp = grid.padded_width
+        cells = (starts[:, 0] + self.radius) * wp + starts[:, 1] + self.radius
+        tcells = (goals[:, 0] + self.radius) * wp + goals[:, 1] + self.radius
+        self._lengths[i] = L
+        self._map_off[i], self._free_off[i] = self._map_pool.offset(grid)
+        self._wp[i] = wp
+        self._delta[i] = G.MOVES[:, 0] * wp + G.MOVES[:, 1]
+        self._cell[i] = cells
+        self._tcell[i] = tcells
+        self._trc[i] = goals + self.radius
+        self._path_off[i] = [self._tables.offset(grid, c) for c in tcells]
+        self.alive[i] = True
+        self._t[i] = 0
+        self._max_steps[i] = max_steps
+        self._arrival[i] = 0
+        self._return[i] = 0.0
+        self._episode_seed[i] = episode_seed
+
+    # ---------------------------------------------------------------- step
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        act = np.asarray(actions)
+        if act.shape != (self.num_envs, self.num_agents):
+            raise MemarlError(f"actions must have shape ({self.num_envs}, {self.num_agents}), got {act.shape}")
+        if act.dtype.kind not in "iu":
+            raise MemarlError(f"actions must be integers, got dtype {act.dtype}")
+        if (act.astype(np.uint64) >= self.num_actions).any():  # negatives wrap around
+            raise MemarlError(f"actions must be in 0..{self.num_actions - 1}, got values "
+                              f"{int(act.min())}..{int(act.max())}")
+        return act.astype(np.int64, copy=False)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step all envs with ``actions [N, 2]``; see the class docstring for the outputs."""
+        if self._needs_reset:
+            raise MemarlError("call reset() before step()")
+        act = self._check_actions(actions)
+        running = ~self._done  # [N]
+        active = self.alive  # [N, A]; False everywhere in frozen envs
+        cells = self._cell
+        proposed = cells + self._delta[self._env_rows, act]
+        passable = self._map_pool.passable[self._map_off[:, None] + proposed]
+        new = self._resolve(cells, proposed, active, passable)
+
+        on_goal = new == self._tcell
+        arrived = active & on_goal
+        towards = new == self._subgoal  # reached the previous plan's next cell (arrival wins below)
+        shaped = np.where(towards, np.float32(self._scheme.towards), self._action_reward[act])
+        reward = np.where(arrived, np.float32(1.0), shaped * active)
+
+        self._cell = new
+        self.alive = active & ~arrived
+        self._t += running
+        t = self._t
+        self._arrival = np.where(arrived, t[:, None], self._arrival)
+        self._return += reward
+
+        terminated = on_goal & running[:, None]
+        trunc_env = running & (t >= self._max_steps)
+        truncated = trunc_env[:, None].repeat(self.num_agents, axis=1)
+        ended = running & (terminated.all(1) | trunc_env)
+
+        metrics: list[dict[str, Any] | None] = [None] * self.num_envs
+        first = np.zeros((self.num_envs, self.num_agents), dtype=bool)
+        if ended.any():
+            for i in np.flatnonzero(ended):
+                metrics[i] = self._episode_metrics(i)
+                if self.config.autoreset:
+                    self._reset_env(i)
+                    first[i] = True
+                else:
+                    self._done[i] = True
+                    self.alive[i] = False
+        obs = self._observe()
+        info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
+        return obs, reward, terminated, truncated, info
+
+    def _episode_metrics(self, i: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = G.finish_mode_metrics(self._arrival[i], int(self._t[i]))
+        metrics.update({
+            "corridor_length": int(self._lengths[i]),
+            "return": float(self._return[i].mean()),
+            "max_episode_steps": int(self._max_steps[i]),
+            "episode_seed": self._episode_seed[i],
+        })
+        return metrics
+
+    # ---------------------------------------------------------------- observations
+
+    def _observe(self) -> np.ndarray:
+        n, a, k, r, side = self.num_envs, self.num_agents, self._k, self.radius, self._side
+        cell = self._cell
+        free = self._map_pool.free_index[self._map_off[:, None] + cell]  # [N, A] free-cell numbers
+        path_idx = self._path_off + free
+        obs = np.zeros((n, a, 3, k), dtype=np.float32)
+        path = G.unpack_window_bits(self._tables.window_bits[path_idx], r)
+        walls = G.unpack_window_bits(self._map_pool.obstacle_bits[self._free_off[:, None] + free], r)
+        np.subtract(path, walls, out=obs[:, :, 0], dtype=np.float32)
+        # channels 1 (live agents, self included) and 2 (other agents' targets) in one scatter:
+        # observer a of env n sees "thing" j of [agent cells..., target cells...] at a window slot
+        row, col = np.divmod(cell, self._wp[:, None])  # [N, A] padded coordinates
+        d_row = np.concatenate([row, self._trc[..., 0]], axis=1)[:, None, :] - row[:, :, None]  # [N, A, 2A]
+        d_col = np.concatenate([col, self._trc[..., 1]], axis=1)[:, None, :] - col[:, :, None]
+        alive = self.alive
+        show = np.empty((n, a, 2 * a), dtype=bool)
+        show[:, :, :a] = alive[:, None, :]
+        show[:, :, a:] = self._show_targets
+        if self.config.hide_finished_targets:
+            show[:, :, a:] &= alive[:, None, :]
+        show &= (np.abs(d_row) <= r) & (np.abs(d_col) <= r)
+        lin = self._obs_base + d_row * side + d_col  # flat index into obs
+        obs.reshape(-1)[lin[show]] = 1.0
+        obs *= alive[:, :, None, None]
+        self._subgoal = self._tables.next_hop[path_idx]
+        return obs.reshape(n, a, 3, side, side)
+
+    def pogema_observation(self) -> dict[str, np.ndarray]:
+        """pogema's raw POMAPF windows for every agent, finished ones included (for tests).
+
+        ``obstacles [N, 2, 2R+1, 2R+1]`` (1 = obstacle, the padded grid) and ``agents`` (live
+        agents, the observer included when alive), both centred on each agent's current cell.
+        """
+        n, a, r = self.num_envs, self.num_agents, self.radius
+        cell = self._cell
+        free = self._map_pool.free_index[self._map_off[:, None] + cell]
+        walls = G.unpack_window_bits(self._map_pool.obstacle_bits[self._free_off[:, None] + free], r)
+        agents = np.zeros((n, a, self._k), dtype=np.float32)
+        rc = np.stack(np.divmod(cell, self._wp[:, None]), axis=-1)
+        G.scatter_relative(agents, rc, rc, np.broadcast_to(self.alive[:, None, :], (n, a, a)), r)
+        shape = (n, a, self._side, self._side)
+        return {"obstacles": walls.astype(np.float32).reshape(shape), "agents": agents.reshape(shape)}
+
+    # ---------------------------------------------------------------- state views
+
+    @property
+    def positions(self) -> np.ndarray:
+        """``[N, 2, 2]`` (row, col) in map coordinates (finished agents stay on their goal)."""
+        row, col = np.divmod(self._cell, self._wp[:, None])
+        return np.stack([row, col], axis=-1) - self.radius
+
+    @property
+    def targets(self) -> np.ndarray:
+        """``[N, 2, 2]`` (row, col) goals in map coordinates."""
+        return self._trc - self.radius
+
+    @property
+    def corridor_lengths(self) -> np.ndarray:
+        """``[N]`` corridor length of each env's current map."""
+        return self._lengths.copy()
+
+    @property
+    def elapsed_steps(self) -> np.ndarray:
+        """``[N]`` steps taken in the current episode."""
+        return self._t.copy()
+
+    @property
+    def max_episode_steps(self) -> np.ndarray:
+        """``[N]`` time limit of each env's current episode."""
+        return self._max_steps.copy()
+
+    @property
+    def subgoals(self) -> np.ndarray:
+        """``[N, 2, 2]`` (row, col) next planned cell of each agent (its goal once finished)."""
+        row, col = np.divmod(self._subgoal, self._wp[:, None])
+        return np.stack([row, col], axis=-1) - self.radius
+
+    @property
+    def done(self) -> np.ndarray:
+        """``[N]`` envs frozen after their episode ended (only without autoreset)."""
+        return self._done.copy()
+
+    def map_text(self, i: int = 0) -> str:
+        """ASCII map of env ``i``'s current episode."""
+        return bottleneck_map(int(self._lengths[self._check_env_id(i)]))
+
+    def render(self, i: int = 0) -> str:
+        """Text picture of env ``i``: ``#`` wall, ``0``/``1`` live agents, ``a``/``b`` their goals."""
+        i = self._check_env_id(i)
+        rows = [list(line) for line in self.map_text(i).split("\n")]
+        for j, (gr, gc) in enumerate(self.targets[i]):
+            rows[gr][gc] = "ab"[j]
+        for j, (pr, pc) in enumerate(self.positions[i]):
+            if self.alive[i, j]:
+                rows[pr][pc] = str(j)
+        return "\n".join("".join(r) for r in rows)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,442 @@
+"""Numpy grid mechanics shared by the grid tasks (Bottleneck now, a native POGEMA engine later).
+
+Everything here is plain numpy and follows pogema 1.4.0's conventions, measured against the
+library itself (see ``tests/test_bottleneck.py``):
+
+* **Maps** are ASCII: ``.`` free, ``#`` obstacle; pogema's other free-cell markers (``@ $ !``,
+  ``a``..``z``, ``A``..``Z``) read as free. Rows are separated by whitespace (pogema splits with
+  ``str.split()``). Coordinates are ``(row, col)``, 0-based from the top-left corner, which is
+  pogema's ``(x, y)``.
+* **Padding** (:func:`pad_obstacles`): the map is padded by ``R`` (the observation radius) on
+  every side; a 1-cell obstacle ring surrounds the real map (at padded index ``R - 1`` and
+  ``H + R`` / ``W + R``), and the cells beyond the ring read as free (pogema's
+  ``empty_outside=True``). Windows are cropped from this padded grid, so an agent on a map edge
+  sees the ring at distance 1 and "free" cells at distance 2..R.
+* **Cells** are flat indices into the padded grid of one map (``row_p * Wp + col_p`` with
+  ``row_p = row + R``). Moves never leave the padded grid because the ring blocks them.
+* **Moves** are pogema's ``MOVES``: 0 wait, 1 up (row - 1), 2 down (row + 1), 3 left (col - 1),
+  4 right (col + 1).
+* **Collisions**: :func:`resolve_block_both` (both agents that claim the same cell wait; moving
+  into any cell occupied at the start of the step, including one being vacated, is refused;
+  swaps are therefore refused too) and :func:`resolve_priority` (agents move one after the other
+  in index order into cells that are free at that moment), both as in pogema 1.4.0.
+* **Shortest paths** (:class:`PathTables`): BFS distances to a target on the static map, a
+  next-hop tree with a fixed tie-break (the first neighbour in ``MOVES`` order -- up, down,
+  left, right -- whose distance is one less), and, per cell, the bit set of window cells that lie
+  on the path prefix before it first leaves the window (the Follower convention: path cells are
+  marked from the agent's own cell, through the target, and marking stops at the first path cell
+  outside the window). Because the next hops form a tree, the path from the next cell is the
+  suffix of the current path: the plan is consistent from step to step.
+
+Shape letters follow DESIGN.md: ``N`` envs, ``A`` agents, ``R`` radius, ``K = (2R+1)**2`` window
+cells.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from memarl.errors import MemarlError
+
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+"""pogema's action table: (d_row, d_col) for actions 0 wait, 1 up, 2 down, 3 left, 4 right"""
+
+NUM_ACTIONS = len(MOVES)
+
+_FREE_CHARS = set(".@$!") | set("abcdefghijklmnopqrstuvwxyz") | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+# --------------------------------------------------------------------------------------------
+# maps and padding
+
+
+def parse_map(text: str) -> np.ndarray:
+    """ASCII map -> obstacle grid ``[H, W]`` bool (True = obstacle), pogema's reading."""
+    rows = text.split()
+    if not rows:
+        raise MemarlError("map is empty")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise MemarlError(f"map row {i} has {len(row)} cells, row 0 has {width}")
+        bad = set(row) - _FREE_CHARS - {"#"}
+        if bad:
+            raise MemarlError(f"map row {i} has unknown characters {''.join(sorted(bad))!r}")
+    return np.array([[ch == "#" for ch in row] for row in rows], dtype=bool)
+
+
+def map_to_text(obstacles: np.ndarray) -> str:
+    """Obstacle grid ``[H, W]`` -> ASCII map (``#`` / ``.``), one row per line."""
+    return "\n".join("".join("#" if v else "." for v in row) for row in np.asarray(obstacles))
+
+
+def pad_obstacles(obstacles: np.ndarray, radius: int) -> np.ndarray:
+    """Pad ``[H, W]`` obstacles as pogema does: ``[H + 2R, W + 2R]`` uint8, 1 = obstacle.
+
+    The real map sits at ``[R:R+H, R:R+W]``; a 1-cell obstacle ring surrounds it; cells beyond
+    the ring are free (``empty_outside=True``).
+    """
+    if radius < 1:
+        raise MemarlError(f"observation radius must be >= 1, got {radius}")
+    obstacles = np.asarray(obstacles, dtype=bool)
+    h, w = obstacles.shape
+    r = radius
+    padded = np.zeros((h + 2 * r, w + 2 * r), dtype=np.uint8)
+    padded[r - 1, r - 1:r + w + 1] = 1
+    padded[r + h, r - 1:r + w + 1] = 1
+    padded[r - 1:r + h + 1, r - 1] = 1
+    padded[r - 1:r + h + 1, r + w] = 1
+    padded[r:r + h, r:r + w] = obstacles
+    return padded
+
+
+def window_offsets(radius: int, padded_width: int) -> np.ndarray:
+    """Flat offsets ``[K]`` of the window cells around a cell, row-major from the top-left."""
+    d = np.arange(-radius, radius + 1, dtype=np.int64)
+    return (d[:, None] * padded_width + d[None, :]).reshape(-1)
+
+
+def window_index(d_row: np.ndarray, d_col: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window slot of a relative offset and whether it is inside the window.
+
+    Returns ``(index, inside)``; ``index`` is only meaningful where ``inside``.
+    """
+    inside = (np.abs(d_row) <= radius) & (np.abs(d_col) <= radius)
+    side = 2 * radius + 1
+    return (d_row + radius) * side + (d_col + radius), inside
+
+
+@dataclass(eq=False)
+class GridMap:
+    """One static map, padded for observation radius ``radius``.
+
+    Build with :meth:`from_text` or :meth:`from_obstacles`. ``key`` identifies the map in caches.
+    """
+
+    obstacles: np.ndarray
+    """``[H, W]`` bool, True = obstacle (unpadded)"""
+    radius: int
+    """observation radius R the padding was made for"""
+    key: str = ""
+    """cache key (defaults to the ASCII text of the map)"""
+    padded: np.ndarray = field(init=False)
+    """``[H + 2R, W + 2R]`` uint8, pogema's padded obstacle grid (ring + empty outside)"""
+    passable: np.ndarray = field(init=False)
+    """``[(H + 2R) * (W + 2R)]`` bool, flat: free cells of the real map (not the ring, not outside)"""
+    free_cells: np.ndarray = field(init=False)
+    """``[F]`` int64: the passable cells in increasing order (per-cell tables are stored per free cell)"""
+    free_index: np.ndarray = field(init=False)
+    """``[(H + 2R) * (W + 2R)]`` int32: position of a cell in ``free_cells``, -1 for other cells"""
+
+    def __post_init__(self) -> None:
+        self.obstacles = np.asarray(self.obstacles, dtype=bool)
+        self.padded = pad_obstacles(self.obstacles, self.radius)
+        inside = np.zeros(self.padded.shape, dtype=bool)
+        r, (h, w) = self.radius, self.obstacles.shape
+        inside[r:r + h, r:r + w] = ~self.obstacles
+        self.passable = inside.reshape(-1)
+        self.free_cells = np.flatnonzero(self.passable)
+        self.free_index = np.full(self.passable.size, -1, dtype=np.int32)
+        self.free_index[self.free_cells] = np.arange(self.free_cells.size, dtype=np.int32)
+        if not self.key:
+            self.key = map_to_text(self.obstacles)
+
+    @classmethod
+    def from_text(cls, text: str, radius: int, key: str = "") -> "GridMap":
+        return cls(parse_map(text), radius, key)
+
+    @property
+    def height(self) -> int:
+        return self.obstacles.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.obstacles.shape[1]
+
+    @property
+    def padded_height(self) -> int:
+        return self.padded.shape[0]
+
+    @property
+    def padded_width(self) -> int:
+        return self.padded.shape[1]
+
+    @property
+    def num_cells(self) -> int:
+        """cells of the padded grid"""
+        return self.padded.size
+
+    def cell(self, row, col):
+        """map (row, col) -> flat padded cell (works on arrays)"""
+        return (np.asarray(row) + self.radius) * self.padded_width + (np.asarray(col) + self.radius)
+
+    def row_col(self, cell):
+        """flat padded cell -> map (row, col) (works on arrays)"""
+        row, col = np.divmod(np.asarray(cell), self.padded_width)
+        return row - self.radius, col - self.radius
+
+    def obstacle_window(self, cell: int) -> np.ndarray:
+        """pogema's ``obstacles`` observation ``[2R+1, 2R+1]`` at one cell (float32)."""
+        r = self.radius
+        row, col = divmod(int(cell), self.padded_width)
+        return self.padded[row - r:row + r + 1, col - r:col + r + 1].astype(np.float32)
+
+    def obstacle_window_bits(self) -> np.ndarray:
+        """``[F, ceil(K/8)]`` uint8: packed obstacle window of every free cell (``free_cells`` order)."""
+        idx = self.free_cells[:, None] + window_offsets(self.radius, self.padded_width)[None, :]
+        return np.packbits(self.padded.reshape(-1)[idx], axis=-1, bitorder="little")
+
+
+# --------------------------------------------------------------------------------------------
+# shortest paths
+
+
+def bfs_distances(grid: GridMap, target: int) -> np.ndarray:
+    """Unit-cost 4-connected BFS distances ``[cells]`` int32 to ``target`` (-1 unreachable)."""
+    passable = grid.passable
+    dist = np.full(grid.num_cells, -1, dtype=np.int32)
+    if not passable[target]:
+        raise MemarlError(f"target cell {grid.row_col(target)} is not a free cell of the map")
+    steps = np.array([-grid.padded_width, grid.padded_width, -1, 1], dtype=np.int64)
+    frontier = np.array([target], dtype=np.int64)
+    dist[target] = 0
+    d = 0
+    while frontier.size:
+        d += 1
+        nbr = (frontier[:, None] + steps[None, :]).reshape(-1)
+        nbr = nbr[passable[nbr] & (dist[nbr] < 0)]
+        frontier = np.unique(nbr)
+        dist[frontier] = d
+    return dist
+
+
+def next_hops(grid: GridMap, dist: np.ndarray) -> np.ndarray:
+    """Next cell on the shortest path ``[cells]`` int64, for the distance field ``dist``.
+
+    Tie-break: the first neighbour in ``MOVES`` order (up, down, left, right) whose distance is
+    one less. The target maps to itself; unreachable / blocked cells map to -1.
+    """
+    wp = grid.padded_width
+    nxt = np.full(grid.num_cells, -1, dtype=np.int64)
+    cells = np.flatnonzero(dist > 0)  # int64
+    chosen = np.zeros(cells.size, dtype=bool)
+    for step in (-wp, wp, -1, 1):  # MOVES[1:] order
+        nbr = cells + step
+        ok = ~chosen & (dist[nbr] == dist[cells] - 1)
+        nxt[cells[ok]] = nbr[ok]
+        chosen |= ok
+    nxt[dist == 0] = np.flatnonzero(dist == 0)
+    return nxt
+
+
+def path_window_bits(grid: GridMap, nxt: np.ndarray) -> np.ndarray:
+    """``[F, ceil(K/8)]`` uint8: packed window cells on the path prefix from every free cell.
+
+    For the agent's cell ``c`` the marked cells are ``c, next(c), next(next(c)), ...`` up to and
+    including the target, stopping at the first path cell outside the ``(2R+1)``-window centred
+    on ``c`` (Follower's convention). Unreachable cells get no bits.
+    """
+    r, wp = grid.radius, grid.padded_width
+    side = 2 * r + 1
+    k = side * side
+    origin = grid.free_cells[nxt[grid.free_cells] >= 0]
+    o_row, o_col = np.divmod(origin, wp)
+    bits = np.zeros((origin.size, k), dtype=bool)
+    cur = origin.copy()
+    live = np.ones(origin.size, dtype=bool)
+    rows = np.arange(origin.size)
+    for _ in range(k):
+        c_row, c_col = np.divmod(cur, wp)
+        slot, inside = window_index(c_row - o_row, c_col - o_col, r)
+        live &= inside
+        bits[rows[live], slot[live]] = True
+        nc = nxt[cur]
+        live &= nc != cur  # reached the target
+        if not live.any():
+            break
+        cur = np.where(live, nc, cur)
+    out = np.zeros((grid.free_cells.size, (k + 7) // 8), dtype=np.uint8)
+    out[grid.free_index[origin]] = np.packbits(bits, axis=-1, bitorder="little")
+    return out
+
+
+def unpack_window_bits(packed: np.ndarray, radius: int) -> np.ndarray:
+    """``[..., ceil(K/8)]`` uint8 -> ``[..., K]`` uint8 (0/1)."""
+    k = (2 * radius + 1) ** 2
+    return np.unpackbits(packed, axis=-1, count=k, bitorder="little")
+
+
+class PathTables:
+    """Pooled per-(map, target) path tables, addressable with one flat gather per step.
+
+    ``offset(grid, target)`` returns ``o`` such that for the free cell number ``f``
+    (``grid.free_index[c]``) of that map ``next_hop[o + f]`` is the next path cell (a padded
+    cell of the same map, -1 if the target is unreachable) and ``window_bits[o + f]`` the packed
+    path window. Tables are built on first use (BFS + next-hop tree + path windows) and kept;
+    only free cells are stored (a 1000-long corridor map has ~1k free cells of ~13k). A batch of
+    envs on different maps and targets gathers all agents' entries at once with
+    ``offsets[N, A] + free[N, A]``.
+    """
+
+    def __init__(self, radius: int):
+        self.radius = radius
+        k = (2 * radius + 1) ** 2
+        self._nbytes = (k + 7) // 8
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._size = 0
+        self.next_hop = np.zeros(0, dtype=np.int32)
+        self.window_bits = np.zeros((0, self._nbytes), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def offset(self, grid: GridMap, target: int) -> int:
+        key = (grid.key, int(target))
+        off = self._offsets.get(key)
+        if off is None:
+            if grid.radius != self.radius:
+                raise MemarlError(f"map padded for radius {grid.radius}, tables for {self.radius}")
+            dist = bfs_distances(grid, int(target))
+            nxt = next_hops(grid, dist)
+            bits = path_window_bits(grid, nxt)
+            off = self._append(nxt[grid.free_cells], bits)
+            self._offsets[key] = off
+        return off
+
+    def _append(self, nxt: np.ndarray, bits: np.ndarray) -> int:
+        off, n = self._size, nxt.size
+        if off + n > self.next_hop.size:  # grow geometrically
+            cap = max(off + n, 2 * self.next_hop.size, 1024)
+            self.next_hop = _grow(self.next_hop, cap)
+            self.window_bits = _grow(self.window_bits, cap)
+        self.next_hop[off:off + n] = nxt
+        self.window_bits[off:off + n] = bits
+        self._size = off + n
+        return off
+
+
+def _grow(a: np.ndarray, cap: int) -> np.ndarray:
+    out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+class MapPool:
+    """Pooled per-map static arrays for batched gathers.
+
+    ``offset(grid)`` returns ``(o, fo)`` such that ``passable[o + c]`` and ``free_index[o + c]``
+    describe padded cell ``c`` of that map and ``obstacle_bits[fo + f]`` is the packed obstacle
+    window of its free cell number ``f``.
+    """
+
+    def __init__(self, radius: int):
+        self.radius = radius
+        self._nbytes = ((2 * radius + 1) ** 2 + 7) // 8
+        self._offsets: dict[str, tuple[int, int]] = {}
+        self._size = 0
+        self._free_size = 0
+        self.passable = np.zeros(0, dtype=bool)
+        self.free_index = np.zeros(0, dtype=np.int32)
+        self.obstacle_bits = np.zeros((0, self._nbytes), dtype=np.uint8)
+
+    def offset(self, grid: GridMap) -> tuple[int, int]:
+        off = self._offsets.get(grid.key)
+        if off is None:
+            if grid.radius != self.radius:
+                raise MemarlError(f"map padded for radius {grid.radius}, pool for {self.radius}")
+            o, n = self._size, grid.num_cells
+            fo, f = self._free_size, grid.free_cells.size
+            if o + n > self.passable.size:
+                cap = max(o + n, 2 * self.passable.size, 1024)
+                self.passable = _grow(self.passable, cap)
+                self.free_index = _grow(self.free_index, cap)
+            if fo + f > self.obstacle_bits.shape[0]:
+                self.obstacle_bits = _grow(self.obstacle_bits, max(fo + f, 2 * self.obstacle_bits.shape[0], 1024))
+            self.passable[o:o + n] = grid.passable
+            self.free_index[o:o + n] = grid.free_index
+            self.obstacle_bits[fo:fo + f] = grid.obstacle_window_bits()
+            self._size, self._free_size = o + n, fo + f
+            off = self._offsets[grid.key] = (o, fo)
+        return off
+
+
+# --------------------------------------------------------------------------------------------
+# collisions (vectorised over envs; agents compared pairwise, fine for small A)
+
+
+@functools.lru_cache(maxsize=None)
+def _off_diagonal(a: int) -> np.ndarray:
+    return ~np.eye(a, dtype=bool)[None]  # [1, A, A]
+
+
+def resolve_block_both(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
+                       passable: np.ndarray) -> np.ndarray:
+    """pogema 1.4.0 ``block_both``: new cells ``[N, A]``.
+
+    ``cells``/``proposed`` ``[N, A]`` current and requested cells; ``active`` ``[N, A]`` agents
+    on the grid; ``passable`` ``[N, A]`` whether the requested cell is free of static obstacles.
+    An active agent moves iff its requested cell is passable, is nobody's current cell (an
+    occupant that leaves this step still blocks it) and is requested by no other active agent.
+    Inactive agents neither move nor block.
+    """
+    occ = active[:, None, :] & _off_diagonal(cells.shape[1])  # agent j counts for agent i
+    blocked = (((proposed[:, :, None] == cells[:, None, :]) | (proposed[:, :, None] == proposed[:, None, :]))
+               & occ).any(-1)
+    move = active & passable & ~blocked
+    return np.where(move, proposed, cells)
+
+
+def resolve_priority(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
+                     passable: np.ndarray) -> np.ndarray:
+    """pogema 1.4.0 ``priority``: agents move in index order into cells free at that moment."""
+    new = cells.copy()
+    a = cells.shape[1]
+    for i in range(a):
+        others = np.delete(np.arange(a), i)
+        taken = ((new[:, others] == proposed[:, i:i + 1]) & active[:, others]).any(-1)
+        move = active[:, i] & passable[:, i] & ~taken
+        new[:, i] = np.where(move, proposed[:, i], new[:, i])
+    return new
+
+
+COLLISION_SYSTEMS = {"block_both": resolve_block_both, "priority": resolve_priority}
+
+
+# --------------------------------------------------------------------------------------------
+# observation helpers
+
+
+def scatter_relative(out: np.ndarray, src_rc: np.ndarray, dst_rc: np.ndarray, show: np.ndarray,
+                     radius: int) -> None:
+    """Mark, in each observer's window, the cells of other things.
+
+    ``out`` ``[N, A, K]`` (any numeric dtype) is written in place: for observer ``a`` and thing
+    ``b``, ``out[n, a, slot] = 1`` where ``dst_rc[n, b] - src_rc[n, a]`` falls in the window and
+    ``show[n, a, b]``. ``src_rc`` ``[N, A, 2]``, ``dst_rc`` ``[N, B, 2]``, ``show`` ``[N, A, B]``.
+    """
+    d = dst_rc[:, None, :, :] - src_rc[:, :, None, :]  # [N, A, B, 2]
+    slot, inside = window_index(d[..., 0], d[..., 1], radius)
+    mark = inside & show
+    n_idx, a_idx, _ = np.nonzero(mark)
+    out[n_idx, a_idx, slot[mark]] = 1
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+
+
+def finish_mode_metrics(arrival_steps: np.ndarray, episode_length: int) -> dict[str, float | int]:
+    """Episode metrics of pogema's ``finish`` mode, with a correct sum of costs.
+
+    ``arrival_steps`` ``[A]``: 1-based step at which each agent reached its goal, 0 if it did not.
+    Returns ``CSR`` (all arrived), ``ISR`` (fraction arrived), ``SoC`` (sum over agents of the
+    arrival step, ``episode_length`` for an agent that did not arrive), ``makespan`` (the largest
+    such cost) and ``episode_length``. pogema's own finish-mode SoC would be ``A * makespan``.
+    """
+    arrival = np.asarray(arrival_steps, dtype=np.int64)
+    done = arrival > 0
+    cost = np.where(done, arrival, int(episode_length))
+    return {"CSR": float(done.all()), "ISR": float(done.mean()), "SoC": int(cost.sum()),
+            "makespan": int(cost.max()), "episode_length": int(episode_length)}

@@ -1,0 +1,157 @@
+"""The CLI end to end on tiny budgets, and every bad input: one line, exit code 2, nothing lost."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import memarl
+from memarl.cli import main
+
+TINY = ["--num-envs", "4", "--rollout-len", "4", "--print-every-s", "1000"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "srmt"
+    assert main(["train", "--agent", "srmt", "--total-steps", "64", "--run-dir", str(run_dir),
+                 *TINY]) == 0
+    return run_dir
+
+
+def test_train_writes_run_directory(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["config"]["agent"] == "srmt"
+    assert config["command_line"].startswith("memarl train")
+    assert config["parameters"]["total"] > 0
+    checkpoints = list((trained_run / "checkpoints").glob("ckpt_*.pt"))
+    assert len(checkpoints) == 1
+    assert list((trained_run / "tb").iterdir())
+
+
+def test_resume_continues_and_keeps_checkpoints(trained_run, capsys, tmp_path):
+    run_copy = tmp_path / "copy"
+    os.system(f"cp -r {trained_run} {run_copy}")
+    before = memarl.load_policy(str(run_copy), which="latest").checkpoint_info
+    code, _, err = run_cli(["train", "--resume", str(run_copy), "--total-steps", "128",
+                            "--print-every-s", "1000"], capsys)
+    assert code == 0, err
+    after = memarl.load_policy(str(run_copy), which="latest").checkpoint_info
+    assert after["update"] > before["update"]
+    assert after["agent_steps"] == 128
+
+
+def test_load_policy_round_trip(trained_run):
+    from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint
+    policy = memarl.load_policy(str(trained_run), which="latest")
+    payload = load_checkpoint(resolve_checkpoint(trained_run, "latest"))
+    for name, tensor in policy.state_dict().items():
+        torch.testing.assert_close(tensor, payload["model"][name], rtol=0, atol=0)
+    obs = torch.randn(3, 2, *payload["obs_shape"])
+    state = policy.initial_state(3, 2)
+    first, alive = torch.ones(3, 2, dtype=torch.bool), torch.ones(3, 2, dtype=torch.bool)
+    logits, value, _ = policy.step(obs, state, first, alive)
+    assert logits.shape == (3, 2, 5) and value.shape == (3, 2)
+
+
+def test_eval_and_render(trained_run, capsys, tmp_path):
+    out = tmp_path / "eval"
+    code, _, err = run_cli(["eval", str(trained_run), "--suite", "bottleneck-test",
+                            "--episodes", "2", "--max-corridor-length", "4", "--out", str(out)],
+                           capsys)
+    assert code == 0, err
+    rows = (out / "episodes.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2  # header + (L=3, 4) x 2 seeds
+    assert "| L |" in (out / "summary.md").read_text()
+    assert (out / "plot.png").stat().st_size > 1000
+    gif = tmp_path / "ep.gif"
+    code, _, err = run_cli(["render", str(trained_run), "--corridor-length", "3", "--out",
+                            str(gif), "--max-steps", "20"], capsys)
+    assert code == 0, err
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    code, _, err = run_cli(["render", str(trained_run), "--out", str(gif)], capsys)
+    assert_one_line_error(code, err, "exists")
+
+
+def test_list_agents_shows_parameter_counts(capsys):
+    code, out, _ = run_cli(["list", "agents"], capsys)
+    assert code == 0
+    for name in ("srmt", "rmt", "attention", "empty", "gru"):
+        assert any(line.startswith(name) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("args,words", [
+    (["train", "--env", "nope"], ["unknown env 'nope'", "bottleneck"]),
+    (["train", "--agent", "nope"], ["unknown agent 'nope'", "srmt"]),
+    (["train", "--total-steps", "-5"], ["total-steps"]),
+    (["train", "--num-envs", "0"], ["num-envs"]),
+    (["train", "--env-opt", "corridor_lengths=0"], ["corridor"]),
+    (["train", "--agent-opt", "no_such_option=1"], ["no_such_option"]),
+    (["train", "--total-steps", "many"], ["total_steps"]),
+    (["eval", "does/not/exist", "--suite", "bottleneck-test"], ["does/not/exist"]),
+])
+def test_bad_input_one_line_exit_2(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args + ["--run-dir", str(tmp_path / "r")] if args[0] == "train"
+                           else args, capsys)
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_suite(trained_run, capsys):
+    code, _, err = run_cli(["eval", str(trained_run), "--suite", "nope"], capsys)
+    assert_one_line_error(code, err, "unknown suite 'nope'", "bottleneck-test")
+
+
+def test_existing_run_dir_is_not_overwritten(trained_run, capsys):
+    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")}
+    code, _, err = run_cli(["train", "--run-dir", str(trained_run), "--total-steps", "64", *TINY],
+                           capsys)
+    assert_one_line_error(code, err, "already exists", "--resume")
+    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
+
+
+def test_corrupted_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "ckpt_000000001_64.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run_cli(["eval", str(bad), "--suite", "bottleneck-test"], capsys)
+    assert_one_line_error(code, err, "corrupted")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    code, _, err = run_cli(["eval", str(other), "--suite", "bottleneck-test"], capsys)
+    assert_one_line_error(code, err, "not a memarl checkpoint")
+
+
+def test_checkpoint_of_another_agent(trained_run, capsys, tmp_path):
+    code, _, err = run_cli(["train", "--resume", str(trained_run), "--agent", "gru"], capsys)
+    assert_one_line_error(code, err, "agent")
+    with pytest.raises(memarl.MemarlError, match="holds agent 'srmt', not 'gru'"):
+        memarl.load_policy(str(trained_run), agent="gru")
+    # weights of one agent under another agent's name
+    from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint
+    payload = load_checkpoint(resolve_checkpoint(trained_run, "latest"))
+    payload["agent"] = "gru"
+    forged = tmp_path / "forged.pt"
+    torch.save(payload, forged)
+    with pytest.raises(memarl.MemarlError, match="'gru'"):
+        memarl.load_policy(str(forged))
+
+
+def test_argparse_errors_are_one_line(capsys):
+    code, _, err = run_cli(["train", "--no-such-flag"], capsys)
+    assert_one_line_error(code, err, "--no-such-flag")

@@ -1,0 +1,189 @@
+"""PPO for memory policies over segments ``[T, N, A]``, readable top to bottom (CleanRL style).
+
+* :func:`compute_gae`   advantages and returns per agent, with episode ends and value bootstrap.
+* :func:`ppo_loss`      clipped policy loss, clipped value loss, entropy bonus and diagnostics.
+* :func:`ppo_update`    epochs over minibatches of whole env groups (shared memory needs all
+                        agents of an env side by side), adaptive-KL learning rate.
+
+Samples of agents that are not alive (finished in ``finish`` mode) are masked out of every loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from memarl.train.rollout import Segment
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    learning_rate: float = 1.3e-4
+    """Adam learning rate at the start (the adaptive-KL schedule moves it from there)"""
+    lr_schedule: str = "kl_adaptive"
+    """'kl_adaptive' (divide by 1.5 when KL > 2*target, multiply by 1.5 when KL < target/2, after every minibatch) or 'constant'"""
+    target_kl: float = 0.008
+    """KL target of the adaptive learning-rate schedule"""
+    min_learning_rate: float = 1e-6
+    """lower bound of the adaptive learning rate"""
+    max_learning_rate: float = 1e-2
+    """upper bound of the adaptive learning rate"""
+    gamma: float = 0.9716
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_coef: float = 0.2
+    """PPO ratio clip"""
+    value_clip: float = 1.0
+    """clip of the value change against the rollout's value (absolute, sample-factory style); 0 disables"""
+    ent_coef: float = 0.0156
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 4.0
+    """gradient-norm clip"""
+    update_epochs: int = 1
+    """passes over each rollout"""
+    num_minibatches: int = 4
+    """minibatches per epoch; each holds whole env groups (all agents of an env, all T steps)"""
+    normalize_advantages: bool = True
+    """normalise advantages per minibatch over alive samples"""
+    value_bootstrap: bool = True
+    """on truncation (time limit) add gamma * V(s) to the reward instead of treating it as a terminal state"""
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor,
+                next_value: torch.Tensor, gamma: float, gae_lambda: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation per agent.
+
+    Args:
+        rewards, values, dones: ``[T, N, A]``; ``dones[t]`` is True when the agent's episode ended
+            at step t (arrival or time limit), so ``values[t + 1]`` belongs to another episode.
+        next_value: ``[N, A]`` value of the observation after the last step.
+
+    Returns:
+        advantages, returns ``[T, N, A]``.
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        following_value = next_value if t == num_steps - 1 else values[t + 1]
+        not_done = 1.0 - dones[t].to(rewards.dtype)
+        delta = rewards[t] + gamma * following_value * not_done - values[t]
+        last_gae = delta + gamma * gae_lambda * not_done * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def ppo_loss(new_logits: torch.Tensor, new_values: torch.Tensor, actions: torch.Tensor,
+             old_logprobs: torch.Tensor, old_values: torch.Tensor, advantages: torch.Tensor,
+             returns: torch.Tensor, mask: torch.Tensor, cfg: PPOConfig
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The PPO objective on one minibatch; every tensor but ``new_logits`` is ``[T, n, A]``.
+
+    Returns the scalar loss to minimise and detached diagnostics (CleanRL names).
+    """
+    mask = mask.float()
+    dist = torch.distributions.Categorical(logits=new_logits)
+    new_logprobs = dist.log_prob(actions)
+    log_ratio = new_logprobs - old_logprobs
+    ratio = log_ratio.exp()
+
+    if cfg.normalize_advantages:
+        mean = masked_mean(advantages, mask)
+        std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8)
+
+    policy_loss = masked_mean(torch.max(-advantages * ratio,
+                                        -advantages * ratio.clamp(1 - cfg.clip_coef,
+                                                                  1 + cfg.clip_coef)), mask)
+    value_error = (new_values - returns) ** 2
+    if cfg.value_clip > 0:
+        clipped = old_values + (new_values - old_values).clamp(-cfg.value_clip, cfg.value_clip)
+        value_error = torch.max(value_error, (clipped - returns) ** 2)
+    value_loss = 0.5 * masked_mean(value_error, mask)
+    entropy = masked_mean(dist.entropy(), mask)
+    loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+
+    with torch.no_grad():
+        stats = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy.detach(),
+            "old_approx_kl": masked_mean(-log_ratio, mask),
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip_coef).float(), mask),
+        }
+    return loss, stats
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    v, r = values[mask].double(), returns[mask].double()
+    if r.numel() < 2:
+        return float("nan")
+    var = r.var()
+    return float("nan") if var == 0 else float(1 - (r - v).var() / var)
+
+
+def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Segment,
+               next_value: torch.Tensor, cfg: PPOConfig, generator: np.random.Generator
+               ) -> dict[str, float]:
+    """Advantages of one segment, then ``update_epochs`` passes of minibatched PPO.
+
+    Returns the mean diagnostics of the last epoch plus ``explained_variance`` and
+    ``learning_rate``.
+    """
+    # ---- advantages ---------------------------------------------------------------------------
+    rewards = segment.rewards
+    if cfg.value_bootstrap:
+        # a time limit is not a terminal state: the reward stands in for the missing future
+        time_limit = segment.truncated & ~segment.terminated
+        rewards = rewards + cfg.gamma * segment.values * time_limit.float()
+    dones = segment.terminated | segment.truncated
+    advantages, returns = compute_gae(rewards, segment.values, dones, next_value,
+                                      cfg.gamma, cfg.gae_lambda)
+
+    # ---- epochs over minibatches of whole env groups ------------------------------------------
+    num_envs = segment.obs.shape[1]
+    num_minibatches = min(cfg.num_minibatches, num_envs)
+    epoch_stats: dict[str, list[float]] = {}
+    for _ in range(cfg.update_epochs):
+        epoch_stats = {}
+        for env_ids in np.array_split(generator.permutation(num_envs), num_minibatches):
+            idx = torch.as_tensor(env_ids, device=segment.obs.device)
+            mb = segment.select_envs(idx)
+            logits, values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive)
+            loss, stats = ppo_loss(logits, values, mb.actions, mb.logprobs, mb.values,
+                                   advantages[:, idx], returns[:, idx], mb.alive, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats["grad_norm"] = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            if cfg.lr_schedule == "kl_adaptive":
+                adapt_learning_rate(optimizer, float(stats["approx_kl"]), cfg)
+            for key, value in stats.items():
+                epoch_stats.setdefault(key, []).append(float(value))
+
+    result = {key: float(np.mean(v)) for key, v in epoch_stats.items()}
+    result["explained_variance"] = explained_variance(segment.values, returns, segment.alive)
+    result["learning_rate"] = optimizer.param_groups[0]["lr"]
+    return result
+
+
+def adapt_learning_rate(optimizer: torch.optim.Optimizer, kl: float, cfg: PPOConfig) -> None:
+    """sample-factory's ``kl_adaptive_minibatch`` rule: keep the per-minibatch KL near target."""
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if kl > 2.0 * cfg.target_kl:
+            lr = max(lr / 1.5, cfg.min_learning_rate)
+        elif kl < 0.5 * cfg.target_kl:
+            lr = min(lr * 1.5, cfg.max_learning_rate)
+        group["lr"] = lr

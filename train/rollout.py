@@ -1,0 +1,123 @@
+"""Rollout storage and the actor side: step a batched env with a policy and record segments.
+
+A :class:`Segment` holds ``T`` steps of ``N`` envs x ``A`` agents plus the policy state at the
+segment start, so the learner can replay the memory over the segment (``policy.sequence``)
+exactly as the actor ran it (``policy.step``). This is the seam between actors and the learner:
+:class:`RolloutCollector` only produces segments, :func:`memarl.train.ppo.ppo_update` only
+consumes them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+State = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass
+class Segment:
+    obs: torch.Tensor          # [T, N, A, C, H, W]
+    actions: torch.Tensor      # [T, N, A] int64
+    logprobs: torch.Tensor     # [T, N, A]
+    values: torch.Tensor       # [T, N, A]
+    rewards: torch.Tensor      # [T, N, A]
+    terminated: torch.Tensor   # [T, N, A] bool, the agent's episode ended at step t (arrival)
+    truncated: torch.Tensor    # [T, N, A] bool, the episode hit its time limit at step t
+    first: torch.Tensor        # [T, N, A] bool, obs[t] is the first observation of an episode
+    alive: torch.Tensor        # [T, N, A] bool, the agent was on the grid when acting at t
+    state0: State              # each [N, A, ...]: policy state before step 0
+    policy_version: int        # learner update count of the weights that acted
+
+    def select_envs(self, env_ids: torch.Tensor) -> "Segment":
+        """The sub-segment of some envs (whole env groups: all their agents)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in fields.items():
+            if isinstance(value, torch.Tensor):
+                fields[name] = value[:, env_ids]
+        fields["state0"] = {k: v[env_ids] for k, v in self.state0.items()}
+        return Segment(**fields)
+
+    @property
+    def num_agent_steps(self) -> int:
+        return int(np.prod(self.actions.shape))
+
+
+def sample_actions(logits: torch.Tensor, deterministic: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    dist = torch.distributions.Categorical(logits=logits)
+    actions = logits.argmax(-1) if deterministic else dist.sample()
+    return actions, dist.log_prob(actions)
+
+
+class RolloutCollector:
+    """Steps ``env`` with ``policy`` and returns segments of ``rollout_len`` steps.
+
+    Keeps the env's current observation, the episode-start and alive flags and the policy's
+    memory state between segments, and accumulates per-episode returns for logging.
+    """
+
+    def __init__(self, env: Any, policy: torch.nn.Module, rollout_len: int,
+                 device: torch.device, seed: int | None = None):
+        self.env = env
+        self.policy = policy
+        self.rollout_len = rollout_len
+        self.device = device
+        self.obs = env.reset(seed=seed)                          # [N, A, C, H, W]
+        self.first = np.ones((env.num_envs, env.num_agents), dtype=bool)
+        self.alive = env.alive.copy()
+        self.state = policy.initial_state(env.num_envs, env.num_agents, device)
+        self.episode_return = np.zeros((env.num_envs, env.num_agents), dtype=np.float64)
+        self.finished_episodes: list[dict] = []
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    @torch.no_grad()
+    def collect(self, policy_version: int) -> tuple[Segment, torch.Tensor]:
+        """One segment and the value of the observation that follows it (for bootstrapping)."""
+        steps, n, a = self.rollout_len, self.env.num_envs, self.env.num_agents
+        obs_buf = torch.empty((steps, n, a, *self.env.obs_shape), device=self.device)
+        buffers = {name: torch.empty((steps, n, a), device=self.device)
+                   for name in ("logprobs", "values", "rewards")}
+        flags = {name: torch.empty((steps, n, a), dtype=torch.bool, device=self.device)
+                 for name in ("terminated", "truncated", "first", "alive")}
+        actions_buf = torch.empty((steps, n, a), dtype=torch.long, device=self.device)
+        state0 = {k: v.clone() for k, v in self.state.items()}
+
+        for t in range(steps):
+            obs = self._tensor(self.obs, torch.float32)
+            first, alive = self._tensor(self.first), self._tensor(self.alive)
+            logits, value, self.state = self.policy.step(obs, self.state, first, alive)
+            actions, logprobs = sample_actions(logits)
+            next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+
+            obs_buf[t], actions_buf[t] = obs, actions
+            buffers["logprobs"][t], buffers["values"][t] = logprobs, value
+            buffers["rewards"][t] = self._tensor(reward, torch.float32)
+            flags["terminated"][t] = self._tensor(terminated)
+            flags["truncated"][t] = self._tensor(truncated)
+            flags["first"][t], flags["alive"][t] = first, alive
+            self._track_episodes(reward, info)
+
+            self.obs, self.first, self.alive = next_obs, info["first"], self.env.alive.copy()
+
+        _, next_value, _ = self.policy.step(self._tensor(self.obs, torch.float32), self.state,
+                                            self._tensor(self.first), self._tensor(self.alive))
+        segment = Segment(obs=obs_buf, actions=actions_buf, state0=state0,
+                          policy_version=policy_version, **buffers, **flags)
+        return segment, next_value
+
+    def _track_episodes(self, reward: np.ndarray, info: dict) -> None:
+        self.episode_return += np.where(self.alive, reward, 0.0)
+        for env_id in np.flatnonzero(info["episode_end"]):
+            metrics = dict(info["episode_metrics"][env_id])
+            metrics["return"] = float(self.episode_return[env_id].mean())
+            self.finished_episodes.append(metrics)
+            self.episode_return[env_id] = 0.0
+
+    def pop_finished_episodes(self) -> list[dict]:
+        episodes, self.finished_episodes = self.finished_episodes, []
+        return episodes
