@@ -16,10 +16,48 @@ from memarl.errors import MemarlError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
+    """argparse with one-line errors (exit code 2) and an optional epilog built on demand."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _options_epilog() -> str:
+    """The env and agent config fields, for ``memarl train --help``."""
+    import textwrap as tw
+
+    from memarl.agents import make_agent
+    from memarl.registry import AGENTS, ENVS
+
+    def describe(title: str, config_class: type) -> list[str]:
+        lines = [title]
+        for field in dataclasses.fields(config_class):
+            doc = field_docs(config_class).get(field.name, "")
+            default = field.default if field.default is not dataclasses.MISSING else "..."
+            lines += tw.wrap(f"{field.name} = {default}: {doc}", width=96,
+                             initial_indent="  ", subsequent_indent="      ")
+        return lines
+
+    lines = []
+    for entry in ENVS:
+        config_class = getattr(entry.load(), "config_class", None)
+        if config_class is not None:
+            lines += describe(f"--env-opt KEY=VALUE for {entry.name}:", config_class) + [""]
+    seen: dict[type, list[str]] = {}
+    for entry in AGENTS:
+        seen.setdefault(type(make_agent(entry.name, (3, 5, 5), 5).config), []).append(entry.name)
+    for config_class, names in seen.items():
+        lines += describe(f"--agent-opt KEY=VALUE for {', '.join(names)}:", config_class) + [""]
+    return "\n".join(lines)
 
 
 def _typed(kind, name):
@@ -57,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "and render SRMT and its ablations on grid pathfinding tasks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train an agent on an env",
+    train = commands.add_parser("train", help="train an agent on an env", epilog_fn=_options_epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Train an agent with PPO. Progress is printed live; "
                                 "TensorBoard logs go to RUN_DIR/tb.")
     _add_dataclass_options(train, TrainConfig, skip=("env_options", "agent_options", "ppo"))

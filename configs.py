@@ -6,7 +6,7 @@ Every config in memarl is a dataclass with a docstring under every field, CleanR
     \"\"\"envs stepped together in one batch\"\"\"
 
 Python drops those strings at run time, so :func:`field_docs` reads them back from the source.
-:func:`apply_overrides` turns ``KEY=VALUE`` strings from the command line into typed values and
+:func:`parse_options` turns ``KEY=VALUE`` strings from the command line into typed values and
 rejects unknown keys with a one-line error that lists the valid ones.
 """
 from __future__ import annotations
@@ -82,20 +82,6 @@ def parse_value(text: str, kind: Any, name: str) -> Any:
     return text
 
 
-def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
-    """A copy of dataclass ``config`` with ``overrides`` applied; strings are parsed by type."""
-    types = _resolved_types(type(config))
-    valid = [f.name for f in dataclasses.fields(config)]
-    changes = {}
-    for key, value in overrides.items():
-        name = key.replace("-", "_")
-        if name not in valid:
-            raise MemarlError(f"unknown {what} option {key!r}; valid options: {', '.join(valid)}")
-        changes[name] = parse_value(value, types[name], f"{what} option {key}") \
-            if isinstance(value, str) else value
-    return dataclasses.replace(config, **changes)
-
-
 def parse_options(config_class: type, options: dict[str, Any], what: str) -> dict[str, Any]:
     """Typed values for the string entries of ``options`` by the field types of ``config_class``.
 
@@ -122,7 +108,3 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
             raise MemarlError(f"{flag} expects KEY=VALUE, got {item!r}")
         result[key.strip()] = value.strip()
     return result
-
-
-def to_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)

@@ -60,7 +60,7 @@ class RunLogger:
             return
         self.last_print = now
         sps = self.sps(steps)
-        eta = (self.total_steps - steps) / sps if sps > 0 else float("inf")
+        eta = max(self.total_steps - steps, 0) / sps if sps > 0 else float("inf")
         parts = [f"steps {steps:>11,}/{self.total_steps:,}", f"update {update}",
                  f"SPS {sps:,.0f}", f"ETA {_duration(eta)}"]
         for key in ("return", "CSR", "ISR"):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memarl.configs import field_docs, parse_options
+from memarl.configs import parse_options
 from memarl.errors import MemarlError
 from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from memarl.train.checkpoint import atomic_torch_save
@@ -43,8 +43,8 @@ class TrainConfig:
     """run directory to create; default runs/<env>-<agent>-<reward>-seed<seed>"""
     seed: int = 0
     """seed of envs, weights and sampling"""
-    num_envs: int = 64
-    """envs stepped together in one batch"""
+    num_envs: int = 512
+    """envs stepped together in one batch (512 x 2 agents x 8 steps = 8192 samples per update)"""
     rollout_len: int = 8
     """steps per segment; gradients flow through the memory over the segment"""
     device: str = "auto"
@@ -132,6 +132,10 @@ def typed_env_options(env_id: str, options: dict) -> dict:
     """``options`` with command-line strings converted by the env's config field types."""
     import memarl.envs  # noqa: F401 - registers envs
     from memarl.registry import ENVS
+    for reserved in ("num_envs", "seed"):
+        if reserved in options:
+            raise MemarlError(f"set {reserved} with --{reserved.replace('_', '-')}, "
+                              f"not as an env option")
     config_class = getattr(ENVS.get(env_id).load(), "config_class", None)
     return parse_options(config_class, options, "env") if config_class else dict(options)
 
@@ -329,6 +333,3 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     logger.close()
     return run_dir
 
-
-def help_for(cls: type) -> dict[str, str]:
-    return field_docs(cls)
