@@ -16,7 +16,8 @@ of that step describe the finished episode, while ``obs``, ``positions``, ``targ
 
 * ``info["episode_end"]``  ``[N]`` bool: which envs ended an episode on this step;
 * ``info["episode_metrics"]``: list of length ``N`` with a dict of episode metrics for each env
-  that ended (``None`` elsewhere);
+  that ended (``None`` elsewhere), at least ``return`` (per-agent mean of the summed reward)
+  and ``episode_length``;
 * ``info["first"]`` ``[N, A]`` bool: True where the returned ``obs`` is the first observation of
   an episode (what a memory policy uses to reset its state).
 

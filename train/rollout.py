@@ -56,7 +56,7 @@ class RolloutCollector:
     """Steps ``env`` with ``policy`` and returns segments of ``rollout_len`` steps.
 
     Keeps the env's current observation, the episode-start and alive flags and the policy's
-    memory state between segments, and accumulates per-episode returns for logging.
+    memory state between segments, and keeps the metrics of finished episodes for logging.
     """
 
     def __init__(self, env: Any, policy: torch.nn.Module, rollout_len: int,
@@ -69,7 +69,6 @@ class RolloutCollector:
         self.first = np.ones((env.num_envs, env.num_agents), dtype=bool)
         self.alive = env.alive.copy()
         self.state = policy.initial_state(env.num_envs, env.num_agents, device)
-        self.episode_return = np.zeros((env.num_envs, env.num_agents), dtype=np.float64)
         self.finished_episodes: list[dict] = []
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -100,7 +99,8 @@ class RolloutCollector:
             flags["terminated"][t] = self._tensor(terminated)
             flags["truncated"][t] = self._tensor(truncated)
             flags["first"][t], flags["alive"][t] = first, alive
-            self._track_episodes(reward, info)
+            self.finished_episodes += [info["episode_metrics"][n]
+                                       for n in np.flatnonzero(info["episode_end"])]
 
             self.obs, self.first, self.alive = next_obs, info["first"], self.env.alive.copy()
 
@@ -109,14 +109,6 @@ class RolloutCollector:
         segment = Segment(obs=obs_buf, actions=actions_buf, state0=state0,
                           policy_version=policy_version, **buffers, **flags)
         return segment, next_value
-
-    def _track_episodes(self, reward: np.ndarray, info: dict) -> None:
-        self.episode_return += np.where(self.alive, reward, 0.0)
-        for env_id in np.flatnonzero(info["episode_end"]):
-            metrics = dict(info["episode_metrics"][env_id])
-            metrics["return"] = float(self.episode_return[env_id].mean())
-            self.finished_episodes.append(metrics)
-            self.episode_return[env_id] = 0.0
 
     def pop_finished_episodes(self) -> list[dict]:
         episodes, self.finished_episodes = self.finished_episodes, []
