@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_env.add_argument("--num-envs", type=int, default=64, help="envs in our batch")
     bench_env.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     bench_env.add_argument("--json", default=None, help="also write the result as JSON here")
+    bench_env.add_argument("--markdown", default=None, help="also write the table as Markdown here")
     return parser
 
 
@@ -209,9 +210,12 @@ def _bench(args: argparse.Namespace) -> None:
     if args.num_envs < 1 or args.seconds <= 0:
         raise MemarlError("--num-envs must be >= 1 and --seconds > 0")
     result = bench_env(args.env, num_envs=args.num_envs, seconds=args.seconds)
-    print(format_bench(result))
+    table = format_bench(result)
+    print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
 
 
 def _eval(args: argparse.Namespace) -> None:

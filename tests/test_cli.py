@@ -155,3 +155,14 @@ def test_checkpoint_of_another_agent(trained_run, capsys, tmp_path):
 def test_argparse_errors_are_one_line(capsys):
     code, _, err = run_cli(["train", "--no-such-flag"], capsys)
     assert_one_line_error(code, err, "--no-such-flag")
+
+
+def test_tensorboard_uses_cleanrl_names(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(trained_run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+                "losses/value_loss", "losses/policy_loss", "losses/entropy", "perf/SPS",
+                "charts/learning_rate", "async/policy_lag_avg"):
+        assert tag in tags, tag

@@ -28,8 +28,8 @@ class PPOConfig:
     """KL target of the adaptive learning-rate schedule"""
     min_learning_rate: float = 1e-6
     """lower bound of the adaptive learning rate"""
-    max_learning_rate: float = 1e-2
-    """upper bound of the adaptive learning rate"""
+    max_learning_rate: float = 1e-3
+    """upper bound of the adaptive learning rate (sample-factory's 1e-2 drove Sparse-reward Bottleneck runs unstable: the first minibatch of every update has KL 0, so the rate climbs to the bound)"""
     gamma: float = 0.9716
     """discount factor"""
     gae_lambda: float = 0.95
