@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-corridor-length", type=int, default=None,
                           help="skip maps longer than this (quick looks)")
     evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/SUITE)")
+    evaluate.add_argument("--force", action="store_true",
+                          help="replace the results of an earlier evaluation in the output folder")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of action sampling")
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
 
@@ -224,7 +226,8 @@ def _eval(args: argparse.Namespace) -> None:
         raise MemarlError(f"--episodes must be >= 1, got {args.episodes}")
     out = evaluate_run(args.run, args.suite, episodes=args.episodes, which=args.checkpoint,
                        deterministic=args.deterministic, out_dir=args.out, seed=args.seed,
-                       device=args.device, max_corridor_length=args.max_corridor_length)
+                       device=args.device, max_corridor_length=args.max_corridor_length,
+                       force=args.force)
     print(f"wrote {out}")
 
 

@@ -164,7 +164,8 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def evaluate_run(run: str, suite_name: str, episodes: int | None = None, which: str = "best",
                  deterministic: bool = False, out_dir: str | None = None, seed: int = 0,
-                 device: str = "auto", max_corridor_length: int | None = None) -> Path:
+                 device: str = "auto", max_corridor_length: int | None = None,
+                 force: bool = False) -> Path:
     """``memarl eval``: evaluate a run's checkpoint and write episodes.csv, summary.md, plot.png."""
     from memarl.eval.policy_io import load_policy
     from memarl.train.trainer import resolve_device
@@ -179,6 +180,9 @@ def evaluate_run(run: str, suite_name: str, episodes: int | None = None, which: 
     run_path = Path(run)
     base = run_path if run_path.is_dir() else run_path.parent.parent
     out = Path(out_dir) if out_dir else base / "eval" / suite_name
+    if (out / "episodes.csv").exists() and not force:
+        raise MemarlError(f"{out} already holds results; pass --force to replace them or "
+                          f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     rows = evaluate_policy(policy, suite_name, episodes, deterministic, seed, torch_device,
                            max_corridor_length, env_options=info["env_options"])

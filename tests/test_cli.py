@@ -79,6 +79,10 @@ def test_eval_and_render(trained_run, capsys, tmp_path):
     assert len(rows) == 1 + 2 * 2  # header + (L=3, 4) x 2 seeds
     assert "| L |" in (out / "summary.md").read_text()
     assert (out / "plot.png").stat().st_size > 1000
+    code, _, err = run_cli(["eval", str(trained_run), "--suite", "bottleneck-test",
+                            "--episodes", "1", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "already holds results", "--force")
+    assert len((out / "episodes.csv").read_text().splitlines()) == 1 + 2 * 2
     gif = tmp_path / "ep.gif"
     code, _, err = run_cli(["render", str(trained_run), "--corridor-length", "3", "--out",
                             str(gif), "--max-steps", "20"], capsys)
