@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 
 from memarl.configs import field_docs, parse_key_values, parse_value
-from memarl.errors import MemarlError
+from memarl.errors import MemarlError, TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemarlError as error:
         print(f"memarl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as interrupted:
+        print(f"memarl {args.command}: {interrupted}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"memarl {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -8,3 +8,11 @@ the CLI prints it and exits with code 2.
 
 class MemarlError(ValueError):
     """Bad input: the message is one line that names what was wrong."""
+
+
+class TrainingInterrupted(Exception):
+    """Raised by training after SIGINT/SIGTERM, once the final checkpoint is written."""
+
+    def __init__(self, run_dir):
+        super().__init__(f"interrupted; checkpoint saved, continue with --resume {run_dir}")
+        self.run_dir = run_dir

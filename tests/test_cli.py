@@ -170,3 +170,23 @@ def test_tensorboard_uses_cleanrl_names(trained_run):
                 "losses/value_loss", "losses/policy_loss", "losses/entropy", "perf/SPS",
                 "charts/learning_rate", "async/policy_lag_avg"):
         assert tag in tags, tag
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "memarl", "train", "--total-steps",
+                                "100000000", "--run-dir", str(run_dir), *TINY],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "tb").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "--resume" in err
+    assert list((run_dir / "checkpoints").glob("ckpt_*.pt"))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from memarl.configs import parse_options
-from memarl.errors import MemarlError
+from memarl.errors import MemarlError, TrainingInterrupted
 from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from memarl.train.checkpoint import atomic_torch_save
 from memarl.train.logger import RunLogger
@@ -331,5 +331,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     write_checkpoint()
     logger.progress(agent_steps, update, force=True)
     logger.close()
+    if stop.requested:
+        raise TrainingInterrupted(run_dir)
     return run_dir
 
