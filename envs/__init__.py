@@ -14,6 +14,17 @@ ENVS.register(
     "bottleneck-v0", "memarl.envs.bottleneck:BottleneckEnv",
     description="Bottleneck (SRMT): 2 agents, two rooms joined by a 1-cell corridor; pogema finish/block_both, R=2")
 
+ENVS.register(
+    "pogema-mapf-v0", "memarl.envs.pogema_env:PogemaEnv",
+    description="POGEMA classical MAPF (native numpy engine): on_target='nothing', soft collisions, Follower obs, R=5",
+    on_target="nothing", collision_system="soft", observation_type="follower", obs_radius=5,
+    size=16, density=0.3, num_agents=8, max_episode_steps=128)
+ENVS.register(
+    "pogema-lmapf-v0", "memarl.envs.pogema_env:PogemaEnv",
+    description="POGEMA lifelong MAPF (native numpy engine): on_target='restart', soft collisions, Follower obs, R=5",
+    on_target="restart", collision_system="soft", observation_type="follower", obs_radius=5,
+    size=16, density=0.3, num_agents=8, max_episode_steps=256)
+
 SUITES.register("bottleneck-train", "memarl.envs.bottleneck:get_suite",
                 description="Bottleneck, the 16 training maps (L 3..27), episode 512", suite_name="bottleneck-train")
 SUITES.register("bottleneck-test", "memarl.envs.bottleneck:get_suite",

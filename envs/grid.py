@@ -19,7 +19,11 @@ library itself (see ``tests/test_bottleneck.py``):
 * **Collisions**: :func:`resolve_block_both` (both agents that claim the same cell wait; moving
   into any cell occupied at the start of the step, including one being vacated, is refused;
   swaps are therefore refused too) and :func:`resolve_priority` (agents move one after the other
-  in index order into cells that are free at that moment), both as in pogema 1.4.0.
+  in index order into cells that are free at that moment), both as in pogema 1.4.0;
+  :func:`resolve_soft` is pogema's ``soft`` without its occupancy bug (rotations blocked).
+* **Random instances**: :func:`generate_obstacles` and :func:`generate_starts_targets` are
+  pogema 1.4.0's map and start/target generators (same seed -> same instance);
+  :func:`label_components` numbers connected components in pogema's order.
 * **Shortest paths** (:class:`PathTables`): BFS distances to a target on the static map, a
   next-hop tree with a fixed tie-break (the first neighbour in ``MOVES`` order -- up, down,
   left, right -- whose distance is one less), and, per cell, the bit set of window cells that lie
@@ -401,7 +405,137 @@ def resolve_priority(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray
     return new
 
 
+def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
+                 passable: np.ndarray) -> np.ndarray:
+    """``soft`` collisions, pogema 1.4.0's semantics made order-independent: new cells ``[N, A]``.
+
+    Arguments as :func:`resolve_block_both`. The rule (``shared/reference/pogema.md`` section 6):
+
+    1. an active agent requesting a move (action != wait) into a passable cell is a *mover*;
+       a move into an obstacle (or the ring) becomes "stay";
+    2./3. vertex conflicts: of several movers requesting the same cell, only the lowest-index
+       one stays a mover (pogema: "lower-index agent moves, the other waits");
+    4. following: a mover whose requested cell is some active agent's current cell may move only
+       if that occupant really moves. This is the *least* fixpoint: movers into empty cells move,
+       then movers into cells vacated by moving agents, transitively. Chains behind a blocked
+       leader are blocked; swaps (2-cycles) and rotations of 3 or more agents (longer cycles)
+       never reach an empty cell, so they are all blocked (a deliberate choice: pogema 1.4.0
+       blocks swaps but lets rotations of >= 3 agents through).
+    5. moves are applied simultaneously; occupancy is rebuilt from the final cells by the caller,
+       so no agent ever disappears from the occupancy grid (pogema 1.4.0's bug, section 6).
+
+    Inactive agents neither move nor block. Agents are compared pairwise (``[N, A, A]``).
+    """
+    a = cells.shape[1]
+    idx = np.arange(a)
+    mover = active & passable & (proposed != cells)
+    earlier = idx[None, None, :] < idx[None, :, None]  # [1, A, A]: j < i
+    beaten = ((proposed[:, :, None] == proposed[:, None, :]) & mover[:, None, :] & earlier).any(-1)
+    mover &= ~beaten
+    occ = (proposed[:, :, None] == cells[:, None, :]) & active[:, None, :] & _off_diagonal(a)  # [N, A, A]
+    has_occ = occ.any(-1)
+    occ_j = occ.argmax(-1)  # the occupant (meaningful where has_occ)
+    allowed = mover & ~has_occ
+    while True:
+        grown = mover & (~has_occ | np.take_along_axis(allowed, occ_j, axis=1))
+        if (grown == allowed).all():
+            break
+        allowed = grown
+    return np.where(allowed, proposed, cells)
+
+
 COLLISION_SYSTEMS = {"block_both": resolve_block_both, "priority": resolve_priority}
+"""the collision systems that are step-exact with pogema 1.4.0 (Bottleneck accepts only these)"""
+ALL_COLLISION_SYSTEMS = {**COLLISION_SYSTEMS, "soft": resolve_soft}
+"""plus the corrected ``soft`` rule (:func:`resolve_soft`)"""
+
+
+# --------------------------------------------------------------------------------------------
+# random instances (pogema 1.4.0's generators, reimplemented; same seeds -> same instances)
+
+
+def generate_obstacles(height: int, width: int, density: float, seed: int | None) -> np.ndarray:
+    """Random obstacle grid ``[height, width]`` bool: each cell an obstacle with probability ``density``.
+
+    Same draw as pogema's generator (one ``binomial(1, density, (height, width))`` from
+    ``np.random.default_rng(seed)``), so a seed gives pogema's map.
+    """
+    return np.random.default_rng(seed).binomial(1, density, (height, width)).astype(bool)
+
+
+def label_components(obstacles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4-connected components of the free cells: ``(labels [H, W] int32, sizes [C] int64)``.
+
+    Components are numbered 0, 1, ... in the row-major order of their first cell (pogema's BFS
+    numbering, shifted to start at 0); obstacles are labelled -1.
+    """
+    obstacles = np.asarray(obstacles, dtype=bool)
+    h, w = obstacles.shape
+    padded = np.ones((h + 2, w + 2), dtype=bool)
+    padded[1:-1, 1:-1] = obstacles
+    wp = w + 2
+    labels = np.full(padded.size, -1, dtype=np.int32)
+    free = ~padded.reshape(-1)
+    steps = np.array([-wp, wp, -1, 1], dtype=np.int64)
+    sizes: list[int] = []
+    for c in np.flatnonzero(free):
+        if labels[c] >= 0:
+            continue
+        lab = len(sizes)
+        labels[c] = lab
+        frontier = np.array([c], dtype=np.int64)
+        size = 1
+        while frontier.size:
+            nbr = (frontier[:, None] + steps[None, :]).reshape(-1)
+            nbr = np.unique(nbr[free[nbr] & (labels[nbr] < 0)])
+            labels[nbr] = lab
+            size += nbr.size
+            frontier = nbr
+        sizes.append(size)
+    return labels.reshape(h + 2, w + 2)[1:-1, 1:-1].copy(), np.array(sizes, dtype=np.int64)
+
+
+def generate_starts_targets(obstacles: np.ndarray, num_agents: int,
+                            seed: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Random starts and targets ``([A, 2], [A, 2])`` (row, col) on a map, or None if impossible.
+
+    pogema 1.4.0's placement, reimplemented: the free cells are taken in the row-major order
+    shuffled by ``np.random.default_rng(seed)``; a cell first fills the most recent open request
+    of its component (it becomes the target of the latest agent placed there that still lacks
+    one); otherwise, while fewer than ``num_agents`` agents are placed and the component still
+    has two unreserved cells, it becomes a new agent's start (reserving a second cell for its
+    target). None when fewer than ``num_agents`` agents fit (pogema raises OverflowError).
+    """
+    obstacles = np.asarray(obstacles, dtype=bool)
+    labels, sizes = label_components(obstacles)
+    h, w = obstacles.shape
+    free = np.flatnonzero(~obstacles.reshape(-1))
+    order = free[np.random.default_rng(seed).permutation(free.size)]
+    lab = labels.reshape(-1)
+    budget = sizes.tolist()
+    requests: list[list[int]] = [[] for _ in budget]
+    starts: list[int] = []
+    targets = [-1] * num_agents
+    done = 0
+    for c in order.tolist():
+        comp = lab[c]
+        if requests[comp]:
+            targets[requests[comp].pop()] = c
+            done += 1
+            continue
+        if len(starts) >= num_agents:
+            if done >= num_agents:
+                break
+            continue
+        if budget[comp] >= 2:
+            budget[comp] -= 2
+            requests[comp].append(len(starts))
+            starts.append(c)
+    if len(starts) < num_agents:
+        return None
+    s = np.array(starts, dtype=np.int64)
+    t = np.array(targets, dtype=np.int64)
+    return np.stack(np.divmod(s, w), axis=-1), np.stack(np.divmod(t, w), axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
