@@ -29,6 +29,44 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from memarl.errors import MemarlError
+
+
+class EpisodeEnds:
+    """Mixin for grid envs: check actions, close the episodes that ended in a step.
+
+    The env provides ``num_envs``, ``num_agents``, ``num_actions``, ``alive``, ``_done`` ``[N]``,
+    ``_episode_metrics(i) -> dict`` and ``_reset_env(i)``.
+    """
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        """``actions`` as int64 ``[N, A]``, or a one-line MemarlError naming what is wrong."""
+        act = np.asarray(actions)
+        if act.shape != (self.num_envs, self.num_agents):
+            raise MemarlError(f"actions must have shape ({self.num_envs}, {self.num_agents}), "
+                              f"got {act.shape}")
+        if act.dtype.kind not in "iu":
+            raise MemarlError(f"actions must be integers, got dtype {act.dtype}")
+        if (act.astype(np.uint64) >= self.num_actions).any():  # negatives wrap around
+            raise MemarlError(f"actions must be in 0..{self.num_actions - 1}, got values "
+                              f"{int(act.min())}..{int(act.max())}")
+        return act.astype(np.int64, copy=False)
+
+    def _end_episodes(self, ended: np.ndarray, autoreset: bool
+                      ) -> tuple[list[dict[str, Any] | None], np.ndarray]:
+        """Metrics of every env in ``ended`` ``[N]``; each is reset (``first`` set) or frozen."""
+        metrics: list[dict[str, Any] | None] = [None] * self.num_envs
+        first = np.zeros((self.num_envs, self.num_agents), dtype=bool)
+        for i in np.flatnonzero(ended):
+            metrics[i] = self._episode_metrics(int(i))
+            if autoreset:
+                self._reset_env(int(i))
+                first[i] = True
+            else:
+                self._done[i] = True
+                self.alive[i] = False
+        return metrics, first
+
 
 class BatchedEnv(Protocol):
     num_envs: int

@@ -13,6 +13,7 @@ import gymnasium
 import numpy as np
 
 from memarl.envs import grid as G
+from memarl.envs.base import EpisodeEnds
 from memarl.errors import MemarlError
 
 NUM_AGENTS = 2
@@ -254,7 +255,7 @@ def _pools(radius: int) -> tuple[G.MapPool, G.PathTables]:
 # the env
 
 
-class BottleneckEnv:
+class BottleneckEnv(EpisodeEnds):
     """Bottleneck (SRMT), ``N`` envs x 2 agents stepped together with numpy.
 
     Description
@@ -530,17 +531,6 @@ class BottleneckEnv:
 
     # ---------------------------------------------------------------- step
 
-    def _check_actions(self, actions: Any) -> np.ndarray:
-        act = np.asarray(actions)
-        if act.shape != (self.num_envs, self.num_agents):
-            raise MemarlError(f"actions must have shape ({self.num_envs}, {self.num_agents}), got {act.shape}")
-        if act.dtype.kind not in "iu":
-            raise MemarlError(f"actions must be integers, got dtype {act.dtype}")
-        if (act.astype(np.uint64) >= self.num_actions).any():  # negatives wrap around
-            raise MemarlError(f"actions must be in 0..{self.num_actions - 1}, got values "
-                              f"{int(act.min())}..{int(act.max())}")
-        return act.astype(np.int64, copy=False)
-
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all envs with ``actions [N, 2]``; see the class docstring for the outputs."""
         if self._needs_reset:
@@ -571,17 +561,7 @@ class BottleneckEnv:
         truncated = trunc_env[:, None].repeat(self.num_agents, axis=1)
         ended = running & (terminated.all(1) | trunc_env)
 
-        metrics: list[dict[str, Any] | None] = [None] * self.num_envs
-        first = np.zeros((self.num_envs, self.num_agents), dtype=bool)
-        if ended.any():
-            for i in np.flatnonzero(ended):
-                metrics[i] = self._episode_metrics(i)
-                if self.config.autoreset:
-                    self._reset_env(i)
-                    first[i] = True
-                else:
-                    self._done[i] = True
-                    self.alive[i] = False
+        metrics, first = self._end_episodes(ended, self.config.autoreset)
         obs = self._observe()
         info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
         return obs, reward, terminated, truncated, info

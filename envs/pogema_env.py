@@ -14,6 +14,7 @@ import gymnasium
 import numpy as np
 
 from memarl.envs import grid as G
+from memarl.envs.base import EpisodeEnds
 from memarl.errors import MemarlError
 
 ON_TARGET = ("finish", "nothing", "restart")
@@ -290,7 +291,7 @@ def _grid_map(obstacles: np.ndarray, radius: int) -> G.GridMap:
     return g
 
 
-class PogemaEnv:
+class PogemaEnv(EpisodeEnds):
     """POGEMA (MAPF / lifelong MAPF), ``N`` envs x ``A`` agents stepped together with numpy.
 
     Description
@@ -549,16 +550,6 @@ class PogemaEnv:
         for i in range(self.num_envs):
             self._path_off[i] = [self._path_offset(i, int(c)) for c in self._tcell[i]]
 
-    def _check_actions(self, actions: Any) -> np.ndarray:
-        act = np.asarray(actions)
-        if act.shape != (self.num_envs, self.num_agents):
-            raise MemarlError(f"actions must have shape ({self.num_envs}, {self.num_agents}), got {act.shape}")
-        if act.dtype.kind not in "iu":
-            raise MemarlError(f"actions must be integers, got dtype {act.dtype}")
-        if (act.astype(np.uint64) >= self.num_actions).any():
-            raise MemarlError(f"actions must be in 0..{self.num_actions - 1}, got values "
-                              f"{int(act.min())}..{int(act.max())}")
-        return act.astype(np.int64, copy=False)
 
     def _new_target(self, i: int, j: int) -> int:
         """Next target (padded cell) of agent ``j`` of env ``i`` after an arrival (restart mode)."""
@@ -623,17 +614,7 @@ class PogemaEnv:
         truncated = np.repeat(trunc_env[:, None], self.num_agents, axis=1)
         ended = running & (terminated.all(1) | trunc_env)
 
-        metrics: list[dict[str, Any] | None] = [None] * self.num_envs
-        first = np.zeros((self.num_envs, self.num_agents), dtype=bool)
-        if ended.any():
-            for i in np.flatnonzero(ended):
-                metrics[i] = self._episode_metrics(int(i))
-                if self._autoreset:
-                    self._reset_env(int(i))
-                    first[i] = True
-                else:
-                    self._done[i] = True
-                    self.alive[i] = False
+        metrics, first = self._end_episodes(ended, self._autoreset)
         obs = self._observe()
         info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
         return obs, reward, terminated, truncated, info
