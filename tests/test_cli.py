@@ -143,7 +143,9 @@ def test_corrupted_checkpoint(tmp_path, capsys):
 
 def test_checkpoint_of_another_agent(trained_run, capsys, tmp_path):
     code, _, err = run_cli(["train", "--resume", str(trained_run), "--agent", "gru"], capsys)
-    assert_one_line_error(code, err, "agent")
+    assert_one_line_error(code, err, "cannot change agent", "'srmt'", "'gru'")
+    code, _, err = run_cli(["train", "--resume", str(trained_run), "--gamma", "0.5"], capsys)
+    assert_one_line_error(code, err, "cannot change PPO settings", "gamma")
     with pytest.raises(memarl.MemarlError, match="holds agent 'srmt', not 'gru'"):
         memarl.load_policy(str(trained_run), agent="gru")
     # weights of one agent under another agent's name

@@ -184,10 +184,16 @@ def load_resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         raise MemarlError(f"cannot resume: {run_dir}/config.json is unreadable") from None
     cfg = config_from_dict(saved)
     for key, value in overrides.items():
-        current = getattr(cfg, key) if key != "ppo" else None
+        if key == "ppo":
+            changed = {k: v for k, v in value.items() if getattr(cfg.ppo, k) != v}
+            if changed:
+                raise MemarlError(f"cannot change PPO settings when resuming "
+                                  f"({', '.join(k.replace('_', '-') for k in changed)})")
+            continue
+        current = getattr(cfg, key)
         if key in RESUMABLE_FIELDS:
             setattr(cfg, key, value)
-        elif key == "ppo" or current != value:
+        elif current != value:
             raise MemarlError(f"cannot change {key.replace('_', '-')} when resuming "
                               f"(saved: {current!r}, given: {value!r})")
     cfg.run_dir = str(run_dir)
