@@ -35,7 +35,7 @@ def _options_epilog() -> str:
     """The env and agent config fields, for ``memarl train --help``."""
     import textwrap as tw
 
-    from memarl.agents import make_agent
+    from memarl.agents import agent_config_class
     from memarl.registry import AGENTS, ENVS
 
     def describe(title: str, config_class: type) -> list[str]:
@@ -54,7 +54,7 @@ def _options_epilog() -> str:
             lines += describe(f"--env-opt KEY=VALUE for {entry.name}:", config_class) + [""]
     seen: dict[type, list[str]] = {}
     for entry in AGENTS:
-        seen.setdefault(type(make_agent(entry.name, (3, 5, 5), 5).config), []).append(entry.name)
+        seen.setdefault(agent_config_class(entry.name), []).append(entry.name)
     for config_class, names in seen.items():
         lines += describe(f"--agent-opt KEY=VALUE for {', '.join(names)}:", config_class) + [""]
     return "\n".join(lines)
@@ -188,7 +188,6 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
 
 def _list(what: str) -> None:
     from memarl.registry import AGENTS, ENVS, SUITES
-    import memarl.envs  # noqa: F401 - registers envs and suites
     if what == "envs":
         for entry in ENVS:
             print(f"{entry.name:24s} {entry.description}")
@@ -196,7 +195,6 @@ def _list(what: str) -> None:
         for entry in SUITES:
             print(f"{entry.name:24s} {entry.description}")
     else:
-        import memarl.agents  # noqa: F401 - registers agents
         from memarl.agents import make_agent
         print(f"{'agent':12s} {'total params':>13s} {'effective':>10s}  description "
               f"(Bottleneck sizes: obs 3x5x5, 5 actions)")

@@ -32,4 +32,9 @@ def make_agent(name: str, obs_shape: tuple[int, ...], num_actions: int, **overri
     return AGENTS.make(name, obs_shape=tuple(obs_shape), num_actions=num_actions, **overrides)
 
 
-__all__ = ["AGENTS", "make_agent"]
+def agent_config_class(name: str) -> type:
+    """The config dataclass of the registered agent ``name`` (read from a default build)."""
+    return type(make_agent(name, (3, 5, 5), 5).config)
+
+
+__all__ = ["AGENTS", "make_agent", "agent_config_class"]

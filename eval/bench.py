@@ -112,7 +112,6 @@ def bench_env(env_id: str = "bottleneck", num_envs: int = 64, steps: int | None 
     before timing. ``env_kwargs`` are env config fields (e.g. ``corridor_lengths``). Returns rates
     in agent-steps/s, ``ratio`` (ours batched / pogema) and ``ratio_n1`` (ours one env / pogema).
     """
-    import memarl.envs  # noqa: F401  (registers the envs)
     from memarl.envs.bottleneck import BottleneckConfig
     from memarl.registry import ENVS
 

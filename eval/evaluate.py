@@ -21,7 +21,6 @@ METRICS = ("CSR", "ISR", "SoC", "makespan", "episode_length")
 
 
 def get_suite(name: str) -> Any:
-    import memarl.envs  # noqa: F401 - registers suites
     from memarl.registry import SUITES
     return SUITES.make(name)
 

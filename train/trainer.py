@@ -130,7 +130,6 @@ def git_commit() -> str | None:
 
 def typed_env_options(env_id: str, options: dict) -> dict:
     """``options`` with command-line strings converted by the env's config field types."""
-    import memarl.envs  # noqa: F401 - registers envs
     from memarl.registry import ENVS
     for reserved in ("num_envs", "seed"):
         if reserved in options:
@@ -140,11 +139,10 @@ def typed_env_options(env_id: str, options: dict) -> dict:
     return parse_options(config_class, options, "env") if config_class else dict(options)
 
 
-def typed_agent_options(agent: str, obs_shape: tuple, num_actions: int, options: dict) -> dict:
+def typed_agent_options(agent: str, options: dict) -> dict:
     """``options`` with command-line strings converted by the agent's config field types."""
-    from memarl.agents import make_agent
-    config_class = type(make_agent(agent, obs_shape, num_actions).config)
-    return parse_options(config_class, options, f"agent {agent!r}")
+    from memarl.agents import agent_config_class
+    return parse_options(agent_config_class(agent), options, f"agent {agent!r}")
 
 
 def build_env(cfg: TrainConfig) -> Any:
@@ -254,8 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     seed_everything(cfg.seed)
     cfg.env_options = typed_env_options(cfg.env, cfg.env_options)
     env = build_env(cfg)           # validates env options before anything is written
-    cfg.agent_options = typed_agent_options(cfg.agent, env.obs_shape, env.num_actions,
-                                            cfg.agent_options)
+    cfg.agent_options = typed_agent_options(cfg.agent, cfg.agent_options)
     policy = build_policy(cfg.agent, env, cfg.agent_options).to(device)
 
     checkpoint = None
