@@ -1,4 +1,4 @@
-"""The ``memarl`` command: train, eval, render, list, bench.
+"""The ``memarl`` command: train, eval, render, list, suites, bench.
 
 Every option's help text is the docstring written under the matching config field. Bad input
 prints one line ``memarl: error: ...`` and exits with code 2; nothing existing is overwritten.
@@ -113,8 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run on a map suite",
                                    description="Run a checkpoint on every map x seed of a suite; "
                                    "write one CSV row per episode, a Markdown table and a PNG plot.")
-    evaluate.add_argument("run", help="run directory or checkpoint file")
+    evaluate.add_argument("run", nargs="?", default=None,
+                          help="run directory or checkpoint file (or --baseline instead)")
     evaluate.add_argument("--suite", required=True, help="suite name (`memarl list suites`)")
+    evaluate.add_argument("--baseline", default=None,
+                          help="evaluate a scripted baseline instead of a run (POGEMA suites): "
+                               "greedy or greedy-random")
+    evaluate.add_argument("--maps", type=int, default=None,
+                          help="POGEMA suites: only the first MAPS maps (quick looks)")
+    evaluate.add_argument("--agents", default=None,
+                          help="POGEMA suites: comma-separated subset of the agent counts")
     evaluate.add_argument("--episodes", type=int, default=None,
                           help="seeds per map (default: the suite's, 10 for bottleneck-test)")
     evaluate.add_argument("--checkpoint", default="best",
@@ -145,12 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list envs, agents or suites")
     listing.add_argument("what", choices=["envs", "agents", "suites"])
 
+    suites = commands.add_parser("suites", help="list the map suites or download their map data",
+                                 description="POGEMA benchmark suites and Follower's training mazes. "
+                                 "Random and Mazes maps are generated; the warehouse, puzzle, city "
+                                 "and Follower maps are read from $MEMARL_DATA_DIR (default "
+                                 "~/.cache/memarl/pogema-maps), filled by `memarl suites fetch`.")
+    suites_what = suites.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    suites_what.add_parser("list", help="every suite: episodes, agent counts, whether its data is present")
+    fetch = suites_what.add_parser("fetch", help="download the map files (pinned upstream commits, "
+                                   "SHA-256 checked); files already present are kept")
+    fetch.add_argument("--dir", default=None,
+                       help="data directory (default $MEMARL_DATA_DIR, else ~/.cache/memarl/pogema-maps)")
+
     bench = commands.add_parser("bench", help="measure speed against a reference in the same run")
     bench_what = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
     bench_env = bench_what.add_parser("env", help="agent-steps/s of our batched env vs pogema 1.4.0")
-    bench_env.add_argument("env", help="env id, e.g. bottleneck")
-    bench_env.add_argument("--num-envs", type=int, default=64, help="envs in our batch")
+    bench_env.add_argument("env", help="env id: bottleneck or pogema-lmapf")
+    bench_env.add_argument("--num-envs", type=int, default=None,
+                           help="envs in our batch (default: bottleneck 64; pogema-lmapf 4096 // agents)")
     bench_env.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    bench_env.add_argument("--configs", nargs="+", default=None,
+                           help="pogema-lmapf: configurations to run (default all: 64a-32x32 8a-8x8 256a-64x64)")
+    bench_env.add_argument("--out", default=None,
+                           help="also write bench_env_<env>.json and .md into this folder")
+    bench_env.add_argument("--force", action="store_true", help="let --out replace earlier results")
     bench_env.add_argument("--json", default=None, help="also write the result as JSON here")
     bench_env.add_argument("--markdown", default=None, help="also write the table as Markdown here")
     return parser
@@ -204,24 +230,75 @@ def _list(what: str) -> None:
                   f"{entry.description}")
 
 
+def _suites(args: argparse.Namespace) -> None:
+    from memarl.envs import suites as S
+    from memarl.registry import SUITES
+    if args.what == "fetch":
+        root = S.fetch_data(args.dir)
+        print(f"map data in {root}" + ("" if args.dir is None else f" (set {S.DATA_DIR_ENV}={root} to use it)"))
+        return
+    print(f"{'suite':24s} {'episodes':>8s}  {'agents':24s} data (in {S.data_dir()})")
+    for entry in SUITES:
+        suite = entry.make()
+        if isinstance(suite, S.PogemaSuite):
+            agents = ",".join(map(str, suite.num_agents))
+            files = suite.data_files()
+            data = "generated" if not files else "present" if suite.data_present() else \
+                "missing: " + ", ".join(S.DATA_FILES[k].path for k in files if not S.data_present(k)) \
+                + " (memarl suites fetch)"
+        else:
+            agents, data = str(getattr(suite, "num_agents", 2)), "generated"
+        print(f"{entry.name:24s} {len(suite.episodes()):>8d}  {agents:24s} {data}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     import json
     from memarl.eval.bench import bench_env, format_bench
-    if args.num_envs < 1 or args.seconds <= 0:
+    if (args.num_envs is not None and args.num_envs < 1) or args.seconds <= 0:
         raise MemarlError("--num-envs must be >= 1 and --seconds > 0")
-    result = bench_env(args.env, num_envs=args.num_envs, seconds=args.seconds)
+    options = {}
+    if args.configs is not None:
+        options["configs"] = [c for arg in args.configs for c in arg.split(",") if c]
+    outputs = []
+    if args.out is not None:
+        stem = "bench_env_" + args.env.removesuffix("-v0").replace("-", "_")
+        outputs = [Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}.md"]
+        existing = [str(p) for p in outputs if p.exists()]
+        if existing and not args.force:
+            raise MemarlError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                              "pass --force to replace")
+    result = bench_env(args.env, num_envs=args.num_envs, seconds=args.seconds, **options)
     table = format_bench(result)
     print(table)
+    text = json.dumps(result, indent=2) + "\n"
+    for path, content in zip(outputs, (text, table + "\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        print(f"wrote {path}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(text)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from memarl.eval.evaluate import evaluate_run
+    from memarl.eval.evaluate import evaluate_run, get_suite
     if args.episodes is not None and args.episodes < 1:
         raise MemarlError(f"--episodes must be >= 1, got {args.episodes}")
+    if hasattr(get_suite(args.suite), "mode"):  # a POGEMA suite
+        from memarl.eval.pogema_eval import evaluate_pogema_run
+        try:
+            agents = [int(x) for x in args.agents.split(",")] if args.agents else None
+        except ValueError:
+            raise MemarlError(f"--agents must be comma-separated integers, got {args.agents!r}") from None
+        out = evaluate_pogema_run(args.run, args.suite, baseline=args.baseline, maps=args.maps,
+                                  num_agents=agents, which=args.checkpoint,
+                                  deterministic=args.deterministic, out_dir=args.out,
+                                  seed=args.seed, device=args.device, force=args.force)
+        print(f"wrote {out}")
+        return
+    if args.run is None or args.baseline is not None:
+        raise MemarlError(f"suite {args.suite} needs a run directory (baselines are for POGEMA suites)")
     out = evaluate_run(args.run, args.suite, episodes=args.episodes, which=args.checkpoint,
                        deterministic=args.deterministic, out_dir=args.out, seed=args.seed,
                        device=args.device, max_corridor_length=args.max_corridor_length,
@@ -250,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(args, argv)
         elif args.command == "list":
             _list(args.what)
+        elif args.command == "suites":
+            _suites(args)
         elif args.command == "bench":
             _bench(args)
         elif args.command == "eval":

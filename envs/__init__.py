@@ -31,8 +31,22 @@ SUITES.register("bottleneck-test", "memarl.envs.bottleneck:get_suite",
                 description="Bottleneck, the 58 test maps (L 3..50, 100..1000), episode 2L+100, seeds 0..9",
                 suite_name="bottleneck-test")
 
+
+def _register_pogema_suites() -> None:
+    # suites.py imports only the standard library at module level, so this stays cheap
+    from memarl.envs.suites import SUITES as POGEMA_SUITES
+
+    for suite in POGEMA_SUITES.values():
+        SUITES.register(suite.name, "memarl.envs.suites:get_suite", description=suite.description,
+                        suite_name=suite.name)
+
+
+_register_pogema_suites()
+
 PARALLEL_ENTRY_POINTS: dict[str, str] = {
     "bottleneck-v0": "memarl.envs.pettingzoo_env:BottleneckParallelEnv",
+    "pogema-mapf-v0": "memarl.envs.pettingzoo_env:pogema_mapf_parallel_env",
+    "pogema-lmapf-v0": "memarl.envs.pettingzoo_env:pogema_lmapf_parallel_env",
 }
 """registered env name -> PettingZoo ParallelEnv factory (``"module:attr"``)"""
 

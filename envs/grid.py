@@ -20,7 +20,8 @@ library itself (see ``tests/test_bottleneck.py``):
   into any cell occupied at the start of the step, including one being vacated, is refused;
   swaps are therefore refused too) and :func:`resolve_priority` (agents move one after the other
   in index order into cells that are free at that moment), both as in pogema 1.4.0;
-  :func:`resolve_soft` is pogema's ``soft`` without its occupancy bug (rotations blocked).
+  :func:`resolve_soft` is pogema's ``soft`` without its occupancy bug (rotations blocked),
+  O(NA log NA) by sorting instead of comparing all pairs.
 * **Random instances**: :func:`generate_obstacles` and :func:`generate_starts_targets` are
   pogema 1.4.0's map and start/target generators (same seed -> same instance);
   :func:`label_components` numbers connected components in pogema's order.
@@ -31,6 +32,11 @@ library itself (see ``tests/test_bottleneck.py``):
   marked from the agent's own cell, through the target, and marking stops at the first path cell
   outside the window). Because the next hops form a tree, the path from the next cell is the
   suffix of the current path: the plan is consistent from step to step.
+* **First-move tables** (:func:`bfs_first_moves`, :class:`PathWalker`): the same next hops as
+  one byte per cell (the action toward the target), for many targets in one bit-parallel BFS;
+  the path window is then walked per agent when needed instead of being stored for every cell.
+  The native POGEMA engine uses these (new targets every episode and on every arrival);
+  Bottleneck's fixed maps use :class:`PathTables`.
 
 Shape letters follow DESIGN.md: ``N`` envs, ``A`` agents, ``R`` radius, ``K = (2R+1)**2`` window
 cells.
@@ -367,7 +373,235 @@ class MapPool:
 
 
 # --------------------------------------------------------------------------------------------
-# collisions (vectorised over envs; agents compared pairwise, fine for small A)
+# first-move tables: many BFS at once, and the Follower path window walked from them
+
+FIRST_MOVE_TARGET = 0
+"""first-move code of a target cell (pogema's action 0, wait)"""
+FIRST_MOVE_NONE = 5
+"""first-move code of a blocked cell or of one from which the target cannot be reached"""
+_DENSE_BFS_MAX = 1  # a single target: the dense BFS needs fewer ops per level than the bit-parallel one
+_LEVEL_CHECK = 4  # test for an empty frontier every few levels: the test costs about one level op
+_BFS_CHUNK = 512  # targets per bit-parallel BFS: 8 words per cell, a level's arrays stay in cache
+
+
+def bfs_first_moves(passable: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """First move along a shortest path to each of many targets: ``uint8 [P, H, W]``.
+
+    ``passable`` ``[P, H, W]`` bool: the grid of each target (a broadcast view works when they
+    share a map); its border rows and columns must be blocked (the obstacle ring does that).
+    ``targets`` ``[P]``: flat cells ``row * W + col``. Codes are pogema's actions: 1 up, 2 down,
+    3 left, 4 right -- the first neighbour in MOVES order whose BFS distance is one less, the
+    tie-break of :func:`next_hops` -- :data:`FIRST_MOVE_TARGET` (0) on the target and
+    :data:`FIRST_MOVE_NONE` (5) on blocked and unreachable cells.
+
+    All targets advance one BFS level per vectorised step, so the cost is about (levels x ops)
+    whatever P is: with many targets the 64 targets of a word share each bitwise op; with a few,
+    plain bool arrays need fewer ops per level.
+    """
+    passable = np.asarray(passable, dtype=bool)
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if passable.ndim != 3 or passable.shape[0] != targets.size:
+        raise MemarlError(f"passable must be [P, H, W] with P = {targets.size} targets, got {passable.shape}")
+    p, h, w = passable.shape
+    if p == 0:
+        return np.zeros((0, h, w), dtype=np.uint8)
+    if h < 3 or w < 3 or passable[:, [0, -1], :].any() or passable[:, :, [0, -1]].any():
+        raise MemarlError("bfs_first_moves needs a blocked border around each grid")
+    flat = passable.reshape(p, h * w)
+    if not flat[np.arange(p), targets].all():
+        raise MemarlError("a target is not a passable cell")
+    if p <= _DENSE_BFS_MAX:
+        return _first_moves_dense(flat, targets, w).reshape(p, h, w)
+    out = np.empty((p, h * w), dtype=np.uint8)
+    for s in range(0, p, _BFS_CHUNK):  # chunks keep each level's arrays in cache
+        out[s:s + _BFS_CHUNK] = _first_moves_bits(flat[s:s + _BFS_CHUNK], targets[s:s + _BFS_CHUNK], w)
+    return out.reshape(p, h, w)
+
+
+def _first_moves_dense(passable: np.ndarray, targets: np.ndarray, w: int) -> np.ndarray:
+    """bool-array BFS of :func:`bfs_first_moves`: ``passable`` ``[P, HW]`` -> codes ``[P, HW]``."""
+    p, n = passable.shape
+    rows = np.arange(p)
+    # the grid is handled flat: the neighbours of cell x are x -+ w and x -+ 1; a step that wraps
+    # across a row end lands on a border cell, which is blocked, so it is masked like an obstacle
+    lo, hi = w, n - w  # interior rows (flat); the first and last row are border
+    inner = slice(lo, hi)
+    unvisited = passable.copy()
+    unvisited[rows, targets] = False
+    front = np.zeros((p, n), dtype=bool)
+    front[rows, targets] = True
+    nxt = np.zeros_like(front)
+    # dist = 1 + the number of levels after which the cell was still unvisited; blocked cells
+    # are far away so that no cell takes a first move into them
+    dist = np.where(passable, np.int32(1), np.int32(1 << 30))
+    dist[rows, targets] = 0
+    ui, di = unvisited[:, inner], dist[:, inner]
+    tmp = np.empty(ui.shape, dtype=bool)
+    level = 0
+    while True:
+        ni = nxt[:, inner]
+        np.bitwise_or(front[:, lo - w:hi - w], front[:, lo + w:hi + w], out=tmp)
+        np.bitwise_or(tmp, front[:, lo - 1:hi - 1], out=tmp)
+        np.bitwise_or(tmp, front[:, lo + 1:hi + 1], out=tmp)
+        np.bitwise_and(tmp, ui, out=ni)
+        np.bitwise_xor(ui, ni, out=ui)
+        np.add(di, ui, out=di)
+        level += 1
+        if level % _LEVEL_CHECK == 0 and not ni.any():
+            break
+        front, nxt = nxt, front
+    # first move: the first neighbour in MOVES order one step closer (assigned in reverse order
+    # so that earlier moves overwrite later ones)
+    closer = di - 1
+    code = np.full((p, n), FIRST_MOVE_NONE, dtype=np.uint8)
+    ci = code[:, inner]
+    ci[...] = 4
+    np.copyto(ci, 3, where=dist[:, lo - 1:hi - 1] == closer)
+    np.copyto(ci, 2, where=dist[:, lo + w:hi + w] == closer)
+    np.copyto(ci, 1, where=dist[:, lo - w:hi - w] == closer)
+    np.copyto(ci, FIRST_MOVE_NONE, where=ui | ~passable[:, inner])  # unreachable or blocked
+    code[rows, targets] = FIRST_MOVE_TARGET
+    return code
+
+
+def _first_moves_bits(passable: np.ndarray, targets: np.ndarray, w: int) -> np.ndarray:
+    """Bit-parallel BFS of :func:`bfs_first_moves`: target p is bit p % B of word p // B.
+
+    The word has B = 8, 16, 32 or 64 bits, the fewest that hold P targets (or 64 with several
+    words): few targets then stream fewer bytes per level. Arrays are ``[HW, Wd]`` (the words of
+    a cell side by side), so a range of cells is one contiguous block for any number of words.
+    """
+    p, n = passable.shape
+    bits = 8 if p <= 8 else 16 if p <= 16 else 32 if p <= 32 else 64
+    dtype = np.dtype(f"<u{bits // 8}")
+    words = (p + bits - 1) // bits
+    packed = np.zeros((n, words * bits // 8), dtype=np.uint8)
+    packed[:, :(p + 7) // 8] = np.packbits(passable.T, axis=1, bitorder="little")
+    free = packed.view(dtype)  # [HW, Wd]: bit set = passable for that target
+    seed = np.zeros((n, words), dtype=dtype)
+    ids = np.arange(p)
+    np.bitwise_or.at(seed, (targets, ids // bits), np.left_shift(1, ids % bits).astype(dtype))
+    unvisited = free & ~seed
+    front, nxt = seed, np.zeros_like(seed)
+    # first-move bit planes: code = b0 + 2 b1 + 4 b2 (up 1 = b0, down 2 = b1, left 3 = b0 b1,
+    # right 4 = b2, none 5 = b0 b2; the target stays 0)
+    b0, b1, b2 = np.zeros_like(seed), np.zeros_like(seed), np.zeros_like(seed)
+    lo, hi = w, n - w  # interior rows (flat), as in _first_moves_dense
+    inner = slice(lo, hi)
+    ui, b0i, b1i, b2i = unvisited[inner], b0[inner], b1[inner], b2[inner]
+    up, acc, acc2, tmp = (np.empty(ui.shape, dtype=dtype) for _ in range(4))
+    level = 0
+    while True:
+        ni = nxt[inner]
+        np.bitwise_and(front[lo - w:hi - w], ui, out=up)  # reached from the cell above
+        np.bitwise_and(front[lo + w:hi + w], ui, out=tmp)
+        np.bitwise_or(tmp, up, out=acc)  # up or down
+        np.bitwise_and(front[lo - 1:hi - 1], ui, out=tmp)
+        np.bitwise_or(tmp, acc, out=acc2)  # up, down or left
+        np.bitwise_and(front[lo + 1:hi + 1], ui, out=tmp)
+        np.bitwise_or(tmp, acc2, out=ni)  # the new frontier
+        level += 1
+        if level % _LEVEL_CHECK == 0 and not ni.any():
+            break
+        np.bitwise_or(b0i, up, out=b0i)
+        np.bitwise_xor(acc2, acc, out=tmp)  # first move left
+        np.bitwise_or(b0i, tmp, out=b0i)
+        np.bitwise_xor(acc2, up, out=tmp)  # first move down or left
+        np.bitwise_or(b1i, tmp, out=b1i)
+        np.bitwise_xor(ni, acc2, out=tmp)  # first move right
+        np.bitwise_or(b2i, tmp, out=b2i)
+        np.bitwise_xor(ui, ni, out=ui)
+        front, nxt = nxt, front
+    none = ~(free & ~unvisited)  # blocked or never reached (targets are reached)
+    b0 |= none
+    b2 |= none
+
+    def unpack(plane: np.ndarray) -> np.ndarray:  # [HW, Wd] -> [HW, P] uint8 0/1
+        return np.unpackbits(plane.view(np.uint8), axis=1, count=p, bitorder="little")
+
+    code = unpack(b0)
+    code |= unpack(b1) << 1
+    code |= unpack(b2) << 2
+    return np.ascontiguousarray(code.T)
+
+
+class PathWalker:
+    """Marks the Follower path window of many agents at once, from first-move tables.
+
+    The path of an agent starts at its cell and follows the first moves (:func:`bfs_first_moves`)
+    to the target; its cells are marked in the agent's ``(2R+1)``-window until the first cell
+    outside the window (or the target, included). All agents advance one path cell per
+    vectorised step; the state of an agent is the window slot of its current path cell, advanced
+    with one table lookup. A path never returns to its first cell (the distance to the target
+    drops at every move), so after the first move the centre slot means "stopped" (left the
+    window, reached the target, or no path) and stopped agents keep re-marking the centre.
+    """
+
+    def __init__(self, radius: int):
+        self.radius = r = radius
+        self.side = side = 2 * r + 1
+        self.k = k = side * side
+        self.center = c = r * side + r
+        slot = np.arange(k)
+        row, col = np.divmod(slot, side)
+        # _next[s * 6 + code]: slot after moving from slot s by first-move code (0..5)
+        nxt = np.full((k, 6), c, dtype=np.intp)
+        for code in range(1, NUM_ACTIONS):
+            r2, c2 = row + MOVES[code, 0], col + MOVES[code, 1]
+            ok = (r2 >= 0) & (r2 < side) & (c2 >= 0) & (c2 < side)
+            nxt[ok, code] = (r2 * side + c2)[ok]
+        self._first = nxt[c].copy()  # [6] the first move, from the centre (never leaves the window)
+        nxt[c] = c  # afterwards the centre is the stopped state
+        self._next = nxt.reshape(-1)
+        self._dr = np.array([0, -1, 1, 0, 0, 0], dtype=np.intp)  # row step of each code
+        self._dc = np.array([0, 0, 0, -1, 1, 0], dtype=np.intp)
+
+    def walk(self, moves: np.ndarray, start: np.ndarray, width, out: np.ndarray,
+             rows: np.ndarray | None = None) -> None:
+        """Set ``out[rows[m], slot] = 1`` on the path window of every agent ``m``.
+
+        ``moves`` flat first-move codes (uint8, e.g. a ``[table rows, cells]`` table raveled);
+        ``start`` ``[M]`` flat index of each agent's (table row, cell) in it; ``width`` the row
+        length of the grid the cells index (an int, or ``[M]`` per agent); ``out`` ``[*, K]``
+        uint8 whose rows ``rows`` (default ``0..M-1``) the caller has zeroed. An agent whose own
+        cell has no path (code 5) gets no marks.
+        """
+        k, c = self.k, self.center
+        if start.size == 0:
+            return
+        flat = out.reshape(-1)
+        if rows is None:
+            rows = np.arange(start.size)
+        row_base = np.asarray(rows, dtype=np.intp) * k  # [M] start of each agent's out row
+        idx = start.astype(np.intp, copy=True)
+        per_agent = np.ndim(width) > 0
+        if per_agent:
+            width = np.asarray(width, dtype=np.intp).reshape(-1)
+            step = None
+        else:
+            step = self._dr * int(width) + self._dc  # [6] flat step of each code
+        code = moves[idx]
+        no_path = row_base[code == FIRST_MOVE_NONE]
+        flat[row_base + c] = 1
+        state = self._first[code]
+        while True:
+            flat[row_base + state] = 1
+            live = state != c
+            left = np.count_nonzero(live)
+            if left == 0:
+                break
+            if 2 * left < state.size:  # drop the stopped agents once they are the majority
+                state, idx, code, row_base = state[live], idx[live], code[live], row_base[live]
+                if per_agent:
+                    width = width[live]
+            idx += step[code] if step is not None else self._dr[code] * width + self._dc[code]
+            code = moves[idx]
+            state = self._next[state * 6 + code]
+        flat[no_path + c] = 0
+
+
+# --------------------------------------------------------------------------------------------
+# collisions (vectorised over envs; block_both/priority compare agents pairwise, fine for small A)
 
 
 @functools.lru_cache(maxsize=None)
@@ -424,24 +658,56 @@ def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
     5. moves are applied simultaneously; occupancy is rebuilt from the final cells by the caller,
        so no agent ever disappears from the occupancy grid (pogema 1.4.0's bug, section 6).
 
-    Inactive agents neither move nor block. Agents are compared pairwise (``[N, A, A]``).
+    Inactive agents neither move nor block. Cost O(NA log NA): conflicts are found by sorting
+    cell keys (``env * span + cell``) instead of comparing all pairs of agents.
     """
-    a = cells.shape[1]
-    idx = np.arange(a)
-    mover = active & passable & (proposed != cells)
-    earlier = idx[None, None, :] < idx[None, :, None]  # [1, A, A]: j < i
-    beaten = ((proposed[:, :, None] == proposed[:, None, :]) & mover[:, None, :] & earlier).any(-1)
-    mover &= ~beaten
-    occ = (proposed[:, :, None] == cells[:, None, :]) & active[:, None, :] & _off_diagonal(a)  # [N, A, A]
-    has_occ = occ.any(-1)
-    occ_j = occ.argmax(-1)  # the occupant (meaningful where has_occ)
-    allowed = mover & ~has_occ
-    while True:
-        grown = mover & (~has_occ | np.take_along_axis(allowed, occ_j, axis=1))
-        if (grown == allowed).all():
-            break
-        allowed = grown
-    return np.where(allowed, proposed, cells)
+    n, a = cells.shape
+    m = n * a
+    if m == 0:
+        return cells.copy()
+    span = int(max(cells.max(), proposed.max())) + 1
+    env_key = np.arange(0, n * span, span, dtype=np.int64)[:, None]  # [N, 1]: cells of env n get n * span
+    want = (proposed + env_key).reshape(-1)  # [NA] requested cell, unique over envs
+    have = (cells + env_key).reshape(-1)  # [NA] current cell
+    mover = (active & passable & (proposed != cells)).reshape(-1)
+    # 2./3. vertex conflicts: a stable sort keeps index order among movers asking for one cell,
+    # so every mover but the first of its run loses
+    movers = np.flatnonzero(mover)  # [V]
+    key = want[movers]
+    order = np.argsort(key, kind="stable")
+    run = key[order]
+    beaten = np.zeros(movers.size, dtype=bool)
+    beaten[order[1:][run[1:] == run[:-1]]] = True
+    movers, key = movers[~beaten], key[~beaten]
+    # 4. occupant of each requested cell: look the key up among the active agents' cells
+    on_grid = np.flatnonzero(active.reshape(-1))  # [G]
+    occ_key = have[on_grid]
+    occ_order = np.argsort(occ_key, kind="stable")
+    occ_sorted = occ_key[occ_order]
+    allowed = np.zeros(m, dtype=bool)
+    if occ_sorted.size:
+        pos = np.minimum(np.searchsorted(occ_sorted, key), occ_sorted.size - 1)
+        waits = occ_sorted[pos] == key
+    else:
+        pos, waits = np.zeros(key.size, dtype=np.intp), np.zeros(key.size, dtype=bool)
+    allowed[movers[~waits]] = True  # moves into empty cells
+    follower = movers[waits]  # [W] movers behind an occupant
+    if follower.size:
+        # a follower moves iff its chain of occupants ends at a mover into an empty cell: pointer
+        # jumping walks all chains in O(log A) rounds; chains that end at an agent that stays
+        # (allowed False) or close a cycle (never reach an end) stay blocked
+        leader = on_grid[occ_order[pos[waits]]]  # [W] the occupant each follower waits for
+        ptr = np.arange(m)
+        ptr[follower] = leader
+        hop = leader
+        for _ in range(m.bit_length()):
+            further = ptr[hop]
+            if np.array_equal(further, hop):
+                break
+            ptr[follower] = further
+            hop = further
+        allowed[follower] = allowed[hop]
+    return np.where(allowed.reshape(n, a), proposed, cells)
 
 
 COLLISION_SYSTEMS = {"block_both": resolve_block_both, "priority": resolve_priority}

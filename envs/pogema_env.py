@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from memarl.envs import grid as G
 from memarl.envs.base import EpisodeEnds
@@ -19,6 +20,7 @@ from memarl.errors import MemarlError
 
 ON_TARGET = ("finish", "nothing", "restart")
 OBSERVATION_TYPES = ("default", "POMAPF", "MAPF", "follower")
+REWARDS = ("goal", "follower", "follower+goal")
 _INT32_MAX = np.iinfo(np.int32).max
 _LETTERS_LOW = set("abcdefghijklmnopqrstuvwxyz")
 _LETTERS_UP = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -28,10 +30,21 @@ def _is_int(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
-def _parse_map(value: Any) -> tuple[np.ndarray, dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """``map`` (str, list of str, or 2-D 0/1 array-like) -> (obstacles [H, W], agents, targets by letter)."""
+def _parse_map(value: Any) -> tuple[np.ndarray, dict[str, tuple[int, int]], dict[str, tuple[int, int]],
+                                    np.ndarray | None, np.ndarray | None]:
+    """``map`` (str, list of str, or 2-D 0/1 array-like) -> (obstacles [H, W], agents, targets by
+    letter, possible starts [K, 2], possible targets [K', 2]).
+
+    The possible cells follow pogema 1.4.0's ``str_map_to_list``: only when the text has one of
+    the markers ``@`` (start only), ``$`` (target only), ``!`` (neither) they are listed, in
+    row-major order: ``.`` and ``@`` cells may hold starts, ``.`` and ``$`` cells targets.
+    Without markers both are None (any free cell may hold either).
+    """
     agents: dict[str, tuple[int, int]] = {}
     targets: dict[str, tuple[int, int]] = {}
+    possible_a: list[tuple[int, int]] = []
+    possible_t: list[tuple[int, int]] = []
+    marker = None
     if isinstance(value, (list, tuple)) and value and all(isinstance(r, str) for r in value):
         value = "\n".join(value)
     if isinstance(value, str):
@@ -43,15 +56,26 @@ def _parse_map(value: Any) -> tuple[np.ndarray, dict[str, tuple[int, int]], dict
             if len(row) != width:
                 raise MemarlError(f"map row {i} has {len(row)} cells, row 0 has {width} (ragged rows)")
             for j, ch in enumerate(row):
-                if ch in "@$!":
-                    raise MemarlError(f"map cell ({i}, {j}) is {ch!r}: possible start/target markers "
-                                      "(@ $ !) are not supported by the native engine")
-                if ch in _LETTERS_LOW:
+                if ch == ".":
+                    possible_a.append((i, j))
+                    possible_t.append((i, j))
+                elif ch in "@$!":
+                    marker = marker or (i, j, ch)
+                    if ch == "@":
+                        possible_a.append((i, j))
+                    elif ch == "$":
+                        possible_t.append((i, j))
+                elif ch in _LETTERS_LOW:
                     agents[ch] = (i, j)
                 elif ch in _LETTERS_UP:
                     targets[ch.lower()] = (i, j)
-                elif ch not in ".#":
+                elif ch != "#":
                     raise MemarlError(f"map row {i} has unknown character {ch!r} at column {j}")
+        if marker is not None and (agents or targets):
+            # pogema refuses this too ("Mark either possible locations or precise ones")
+            i, j, ch = marker
+            raise MemarlError(f"map mixes agent/target letters with possible-cell markers (@ $ !; {ch!r} at "
+                              f"({i}, {j})): mark either exact positions or possible cells")
         obstacles = np.array([[ch == "#" for ch in row] for row in rows], dtype=bool)
     else:
         try:
@@ -68,7 +92,65 @@ def _parse_map(value: Any) -> tuple[np.ndarray, dict[str, tuple[int, int]], dict
     if sorted(agents) != sorted(targets):
         raise MemarlError(f"map letters: agents {''.join(sorted(agents))!r} and targets "
                           f"{''.join(sorted(targets)).upper()!r} do not match")
-    return obstacles, agents, targets
+    if marker is None:
+        return obstacles, agents, targets, None, None
+    return (obstacles, agents, targets, np.array(possible_a, dtype=np.int64).reshape(-1, 2),
+            np.array(possible_t, dtype=np.int64).reshape(-1, 2))
+
+
+def _possible_cells(name: str, value: Any, obstacles: np.ndarray) -> np.ndarray:
+    """``possible_agents_xy`` / ``possible_targets_xy`` -> [K, 2] int64, checked against the map."""
+    cells = np.array(_as_xy_list(name, value), dtype=np.int64).reshape(-1, 2)
+    h, w = obstacles.shape
+    for x, y in cells.tolist():
+        if not (0 <= x < h and 0 <= y < w):
+            raise MemarlError(f"{name}: {(x, y)} is outside the {h}x{w} map")
+        if obstacles[x, y]:
+            raise MemarlError(f"{name}: {(x, y)} is on an obstacle")
+    return cells
+
+
+def _check_possible(possible: tuple[np.ndarray, np.ndarray], num_agents: int, where: str) -> None:
+    pa, pt = possible
+    if len(pa) < num_agents or len(pt) < num_agents:
+        raise MemarlError(f"{num_agents} agents need {num_agents} possible start cells and {num_agents} possible "
+                          f"target cells; {where} has {len(pa)} and {len(pt)} (start: '.' '@', target: '.' '$')")
+    if len({(int(x), int(y)) for x, y in pa}) != len(pa):
+        raise MemarlError(f"{where}: a possible start cell is listed twice (two agents could share it)")
+
+
+def draw_from_possible(possible: tuple[np.ndarray, np.ndarray], num_agents: int,
+                       seed: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starts ``[A, 2]``, targets ``[A, 2]`` and the target pool ``[K, 2]`` from possible cells.
+
+    pogema 1.4.0's ``generate_from_possible_positions``: one ``default_rng(seed)`` shuffles the
+    possible starts, then the possible targets; agent ``i`` gets the ``i``-th of each (a start
+    may equal its own target, and they need not be connected, as in pogema). The shuffled
+    targets are the pool that restart mode draws new targets from (pogema shuffles its list in
+    place and draws from it).
+    """
+    pa, pt = possible
+    rng = np.random.default_rng(seed)
+    # Generator.shuffle of a list swaps exactly as permutation() does, so indexing by two
+    # permutations drawn in the same order reproduces pogema's two in-place shuffles
+    pa = pa[rng.permutation(len(pa))]
+    pt = pt[rng.permutation(len(pt))]
+    return pa[:num_agents], pt[:num_agents], pt
+
+
+def draw_cell(rng: np.random.Generator, cells: np.ndarray, forbidden: int) -> int:
+    """``cells[rng.integers(K)]``, redrawn while it equals ``forbidden``; ``forbidden`` when
+    every cell does (pogema loops forever there).
+
+    One draw is exactly pogema's ``rng.choice(cells, 1)`` (same stream).
+    """
+    new, tries = forbidden, 0
+    while new == forbidden:
+        new = int(cells[int(rng.integers(0, cells.size))])
+        tries += 1
+        if tries == 64 and not (cells != forbidden).any():
+            return forbidden
+    return new
 
 
 def _as_xy_list(name: str, value: Any) -> list[tuple[int, int]]:
@@ -115,9 +197,14 @@ class PogemaConfig:
     """agents per env (default len(agents_xy), else 1); only the first num_agents custom
     positions are used"""
     possible_agents_xy: Any = None
-    """not supported by the native engine (must stay None)"""
+    """cells that may hold starts, list of (row, col); given together with
+    ``possible_targets_xy`` and a map without markers. As pogema: ``default_rng(seed)`` shuffles
+    this list, then the targets' list, and agent i takes the i-th of each"""
     possible_targets_xy: Any = None
-    """not supported by the native engine (must stay None)"""
+    """cells that may hold targets, list of (row, col) (see ``possible_agents_xy``); in 'restart'
+    mode new targets are drawn from the shuffled list with the agent's generator (redrawn while
+    the cell equals the agent's position shifted by (R, R): pogema compares map coordinates with
+    padded ones)"""
     collision_system: str = "priority"
     """'priority' and 'block_both' (exactly pogema 1.4.0) or 'soft' (corrected, see resolve_soft)"""
     persistent: bool = False
@@ -128,10 +215,16 @@ class PogemaConfig:
     pogema_observation()) or 'follower' (Follower/SRMT preprocessing: path-and-obstacles,
     agents, other agents' targets)"""
     map: Any = None
-    """ASCII map ('.' free, '#' obstacle, a..z starts with A..Z their targets), a list of row
-    strings, or a 2-D 0/1 array; None = a random map from size/density/seed"""
+    """ASCII map ('.' free, '#' obstacle, a..z starts with A..Z their targets; '@' start only,
+    '$' target only, '!' free but neither: with one of these markers starts and targets are
+    drawn from the marked cells as pogema does), a list of row strings, or a 2-D 0/1 array;
+    None = a random map from size/density/seed"""
     map_name: str | None = None
-    """not supported (named pogema maps: pass their text as ``map``)"""
+    """a map of the memarl library (``memarl.envs.suites.library_names()``: the POGEMA benchmark
+    and Follower maps, e.g. 'wfi_warehouse') or a regular expression fully matching several
+    (e.g. 'mazes-.+'); with several, each episode plays
+    ``names[default_rng(instance_seed).integers(len(names))]`` (names in library order) and
+    height/width/density describe the largest / average map. Not together with ``map``"""
     integration: str | None = None
     """not supported (must stay None): this env is already batched"""
     max_episode_steps: int = 64
@@ -140,12 +233,21 @@ class PogemaConfig:
     """None/True: an env that ends an episode is reset inside step(); False: it freezes until reset()"""
     num_envs: int = 1
     """number of envs N stepped together"""
+    reward: str = "goal"
+    """'goal' (pogema's: +1 on arrival, or to all on solving in 'nothing' mode), 'follower'
+    (Follower/SRMT LMAPF training: ``path_reward`` each time an agent steps onto the next cell of
+    its shortest path as planned before the move, the goal's +1 dropped) or 'follower+goal'"""
+    path_reward: float = 0.01
+    """reward per reached next path cell in the 'follower' rewards"""
+
     def __post_init__(self) -> None:  # noqa: C901 (one check per field)
         """Validate every field (MemarlError) and derive the parsed map and custom positions.
 
         Derived attributes (not dataclass fields): ``_obstacles`` ([H, W] bool or None for a
-        random map), ``_starts`` ([A, 2] or None) and ``_sequences`` (per-agent [L, 2] target
-        sequences or None).
+        random map or several named maps), ``_possible`` ((possible starts, possible targets)
+        [K, 2] or None), ``_maps`` ((name, obstacles, possible) per map when ``map_name``
+        matches several, else None), ``_map_names`` (the matched names or None), ``_starts``
+        ([A, 2] or None) and ``_sequences`` (per-agent [L, 2] target sequences or None).
         """
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
@@ -174,9 +276,13 @@ class PogemaConfig:
         if isinstance(self.density, bool) or not isinstance(self.density, (int, float, np.floating)) \
                 or not 0.0 <= float(self.density) <= 1.0:
             raise MemarlError(f"density must be a number in 0..1, got {self.density!r}")
-        for name in ("possible_agents_xy", "possible_targets_xy", "map_name", "integration"):
-            if getattr(self, name) is not None:
-                raise MemarlError(f"{name} is not supported by the native pogema engine")
+        if self.integration is not None:
+            raise MemarlError("integration is not supported by the native pogema engine")
+        if self.reward not in REWARDS:
+            raise MemarlError(f"unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
+        if isinstance(self.path_reward, bool) or not isinstance(self.path_reward, (int, float)) \
+                or not np.isfinite(self.path_reward):
+            raise MemarlError(f"path_reward must be a finite number, got {self.path_reward!r}")
         if self.persistent:
             raise MemarlError("persistent is not supported by the native pogema engine")
         if self.auto_reset not in (None, True, False):
@@ -190,8 +296,39 @@ class PogemaConfig:
 
         agents_xy, targets_xy = self.agents_xy, self.targets_xy
         obstacles = None
-        if self.map is not None:
-            obstacles, letters_a, letters_t = _parse_map(self.map)
+        possible = None
+        maps = None
+        names = None
+        map_value = self.map
+        if self.map_name is not None:
+            if self.map is not None:
+                raise MemarlError("give either map or map_name, not both")
+            if not isinstance(self.map_name, str):
+                raise MemarlError(f"map_name must be a string, got {self.map_name!r}")
+            from memarl.envs.suites import resolve_map_name
+            names = resolve_map_name(self.map_name)
+            if len(names) == 1:
+                map_value = names[0]
+            else:
+                if agents_xy is not None or targets_xy is not None \
+                        or self.possible_agents_xy is not None or self.possible_targets_xy is not None:
+                    raise MemarlError(f"map_name {self.map_name!r} matches {len(names)} maps: agents_xy/targets_xy "
+                                      "and possible_*_xy need a single map")
+                maps = tuple((name, *_library_map(name)) for name in names)
+        if maps is not None:
+            h = max(m[1].shape[0] for m in maps)
+            w = max(m[1].shape[1] for m in maps)
+            put("height", h)
+            put("width", w)
+            put("size", max(h, w))
+            put("density", float(np.mean([m[1].mean() for m in maps])))
+        elif map_value is not None:
+            if isinstance(map_value, str) and self.map_name is not None:
+                obstacles, possible = _library_map(map_value)
+                letters_a = letters_t = {}
+            else:
+                obstacles, letters_a, letters_t, pa, pt = _parse_map(map_value)
+                possible = None if pa is None else (pa, pt)
             if letters_a:
                 if agents_xy is not None or targets_xy is not None:
                     raise MemarlError("agents/targets are given both in the map (letters) "
@@ -212,15 +349,34 @@ class PogemaConfig:
         h, w = self.height, self.width
         if (agents_xy is None) != (targets_xy is None):
             raise MemarlError("agents_xy and targets_xy must be given together")
+        if (self.possible_agents_xy is None) != (self.possible_targets_xy is None):
+            raise MemarlError("possible_agents_xy and possible_targets_xy must be given together")
+        if self.possible_agents_xy is not None:
+            if agents_xy is not None:
+                raise MemarlError("give either agents_xy/targets_xy or possible_agents_xy/possible_targets_xy")
+            if obstacles is None:
+                # pogema would not free the cells of a generated map under them
+                raise MemarlError("possible_agents_xy/possible_targets_xy need a map")
+            if possible is not None:
+                raise MemarlError("possible cells are given both as map markers (@ $ !) and as "
+                                  "possible_agents_xy/possible_targets_xy")
+            possible = (_possible_cells("possible_agents_xy", self.possible_agents_xy, obstacles),
+                        _possible_cells("possible_targets_xy", self.possible_targets_xy, obstacles))
+        if agents_xy is not None:
+            possible = None  # exact positions win over the markers, as in pogema
         num_agents = self.num_agents
         if num_agents is None:
             num_agents = len(agents_xy) if agents_xy is not None else 1
         if not _is_int(num_agents) or not 1 <= num_agents <= 10_000_000:
             raise MemarlError(f"num_agents must be an integer in 1..10000000, got {num_agents!r}")
         put("num_agents", int(num_agents))
-        if obstacles is not None and num_agents > int((~obstacles).sum()):
-            raise MemarlError(f"{num_agents} agents do not fit on the map's {int((~obstacles).sum())} free cells")
-        if obstacles is None and num_agents > h * w:
+        for name, obst, poss in (maps or ((None, obstacles, possible),)):
+            where = "the map" if name is None else f"map {name!r}"
+            if obst is not None and num_agents > int((~obst).sum()):
+                raise MemarlError(f"{num_agents} agents do not fit on {where}'s {int((~obst).sum())} free cells")
+            if poss is not None:
+                _check_possible(poss, num_agents, where)
+        if obstacles is None and maps is None and num_agents > h * w:
             raise MemarlError(f"{num_agents} agents do not fit on a {h}x{w} map")
         if agents_xy is not None:
             starts = _as_xy_list("agents_xy", agents_xy)
@@ -249,16 +405,37 @@ class PogemaConfig:
             put("_starts", np.array(starts, dtype=np.int64).reshape(-1, 2))
             put("_sequences", tuple(np.array(s, dtype=np.int64).reshape(-1, 2) for s in seqs))
         put("_obstacles", obstacles)
+        put("_possible", possible)
+        put("_maps", maps)
+        put("_map_names", names)
+
+    def episode_map_name(self, seed: int | None) -> str | None:
+        """Name of the library map instance ``seed`` plays (None without ``map_name``)."""
+        if self._maps is not None:
+            return self._maps[self._map_index(seed)][0]
+        return None if self._map_names is None else self._map_names[0]
+
+    def _map_index(self, seed: int | None) -> int:
+        # a generator of its own (not the placement's): the map draw is documented under map_name
+        return int(np.random.default_rng(seed).integers(len(self._maps)))
 
     def instance(self, seed: int | None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
         """One episode's ``(obstacles [H, W], starts [A, 2], target sequences)`` for instance ``seed``.
 
-        Exactly pogema 1.4.0's instance for ``GridConfig(..., seed=seed)``: the map (given, or
-        :func:`~memarl.envs.grid.generate_obstacles`), then the custom starts/targets or
+        Exactly pogema 1.4.0's instance for ``GridConfig(..., seed=seed)``: the map (given, one
+        of the ``map_name`` maps, or :func:`~memarl.envs.grid.generate_obstacles`), then the
+        custom starts/targets, the possible cells (:func:`draw_from_possible`) or
         :func:`~memarl.envs.grid.generate_starts_targets` on that map. Each target sequence has
         at least one target (the first is the initial target).
         """
-        obstacles = self._obstacles
+        return self._instance(seed)[:3]
+
+    def _instance(self, seed: int | None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...],
+                                                   np.ndarray | None]:
+        """:meth:`instance` plus the restart-mode target pool ``[K, 2]`` (None: the agent's component)."""
+        obstacles, possible = self._obstacles, self._possible
+        if self._maps is not None:
+            _, obstacles, possible = self._maps[self._map_index(seed)]
         if obstacles is None:
             obstacles = G.generate_obstacles(self.height, self.width, float(self.density), seed)
             if obstacles.all():
@@ -269,13 +446,32 @@ class PogemaConfig:
                 obstacles[self._starts[:, 0], self._starts[:, 1]] = False
                 for s in self._sequences:
                     obstacles[s[0, 0], s[0, 1]] = False
-            return obstacles, self._starts, self._sequences
+            return obstacles, self._starts, self._sequences, None
+        if possible is not None:
+            starts, targets, pool = draw_from_possible(possible, self.num_agents, seed)
+            return obstacles, starts, tuple(t[None] for t in targets), pool
         placed = G.generate_starts_targets(obstacles, self.num_agents, seed)
         if placed is None:
             raise MemarlError(f"cannot place {self.num_agents} agents with distinct starts and targets "
                               f"on the map (seed {seed}); lower num_agents or density")
         starts, targets = placed
-        return obstacles, starts, tuple(t[None] for t in targets)
+        return obstacles, starts, tuple(t[None] for t in targets), None
+
+
+_LIBRARY_MAPS: dict[str, tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]] = {}
+
+
+def _library_map(name: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """``(obstacles, possible cells or None)`` of library map ``name``, parsed once per process."""
+    got = _LIBRARY_MAPS.get(name)
+    if got is None:
+        from memarl.envs.suites import map_text
+        obstacles, letters, _, pa, pt = _parse_map(map_text(name))
+        if letters:
+            raise MemarlError(f"library map {name!r} has agent letters; library maps may not")
+        obstacles.setflags(write=False)  # shared by every config that names it
+        got = _LIBRARY_MAPS[name] = (obstacles, None if pa is None else (pa, pt))
+    return got
 
 
 _GRID_CACHE: dict[tuple[str, int], G.GridMap] = {}
@@ -329,8 +525,12 @@ class PogemaEnv(EpisodeEnds):
         4 right (col+1). Actions of agents off the grid are ignored.
 
     Reward
-        ``float32 [N, A]``: +1 on arrival (``finish``, ``restart``), +1 to every agent on the
-        solving step (``nothing``), 0 otherwise.
+        ``float32 [N, A]``, by ``reward``: ``goal`` (pogema's) +1 on arrival (``finish``,
+        ``restart``), +1 to every agent on the solving step (``nothing``), 0 otherwise;
+        ``follower`` (Follower/SRMT LMAPF training) ``path_reward`` (0.01) when an agent moves onto
+        the next cell of its shortest path (the path of the observation's channel 0, planned
+        before the move; arriving on the target counts), nothing for the goal itself;
+        ``follower+goal`` both.
 
     Starting State
         From :meth:`PogemaConfig.instance`: pogema's generators with the instance seed (env
@@ -340,7 +540,12 @@ class PogemaEnv(EpisodeEnds):
         ``default_rng(default_rng(seed).integers(2**31 - 1, size=A)[i])``, a new target is a
         uniformly drawn cell of the agent's connected component different from its cell
         (redrawn while equal); custom target sequences are cycled instead. An agent alone in a
-        one-cell component keeps its target (pogema would loop forever).
+        one-cell component keeps its target (pogema would loop forever). With possible cells
+        (map markers ``@ $ !`` or ``possible_*_xy``) starts and targets are the first A of
+        the shuffled lists (:func:`draw_from_possible`) and a new target is a uniformly drawn
+        cell of the shuffled possible targets, redrawn while it equals the agent's cell shifted
+        by (R, R) (pogema compares map with padded coordinates; so the new target may be the
+        agent's own cell or lie in another component, as in pogema).
 
     Episode End
         ``truncated[n, :]`` is True when the elapsed steps reach ``max_episode_steps``.
@@ -390,7 +595,22 @@ class PogemaEnv(EpisodeEnds):
         self.single_action_space = gymnasium.spaces.Discrete(self.num_actions)
         self._resolve = G.ALL_COLLISION_SYSTEMS[cfg.collision_system]
         self._autoreset = cfg.auto_reset is not False
-        self._tables = G.PathTables(r) if cfg.observation_type == "follower" else None
+        # BFS path tables: for the follower observation and the follower reward
+        self._path_reward = cfg.reward != "goal"
+        self._goal_reward = cfg.reward != "follower"
+        # per agent, the first move toward its target from every cell of its map ([N*A, cap] uint8,
+        # G.bfs_first_moves codes); rows of agents whose target changed are rebuilt together,
+        # in one batched BFS, the next time a path is needed (_refresh_paths)
+        self._moves = np.zeros((0, 0), dtype=np.uint8)
+        self._stale = np.ones((n, a), dtype=bool)  # [N, A] target changed since the last rebuild
+        self._walker = G.PathWalker(r)
+        self._targets_changed = True  # the follower observation's target layer needs a rebuild
+        self._target_layer = np.zeros(0, dtype=np.uint8)
+        self._shape: tuple[int, int] | None | bool = False  # _common_shape cache (False: unknown)
+        self._marks = np.zeros((0, 0), dtype=np.uint8)  # [M, K] last path marks of each agent
+        self._marks_key = np.zeros(0, dtype=np.int64)  # [M] (table row, cell) they were walked for
+        self._layer = np.zeros(0, dtype=np.uint8)  # [N * cap] per-cell bytes the windows are cut from
+        self._layer_views: tuple | None = None  # (layer, shape, its sliding-window view), reused
 
         self._grids: list[G.GridMap | None] = [None] * n
         self._cap = 0
@@ -403,7 +623,6 @@ class PogemaEnv(EpisodeEnds):
         self._cell = np.zeros((n, a), dtype=np.int64)
         self._start = np.zeros((n, a), dtype=np.int64)
         self._tcell = np.zeros((n, a), dtype=np.int64)
-        self._path_off = np.zeros((n, a), dtype=np.int64)
         self.alive = np.zeros((n, a), dtype=bool)
         self._t = np.zeros(n, dtype=np.int64)
         self._done = np.zeros(n, dtype=bool)
@@ -413,6 +632,7 @@ class PogemaEnv(EpisodeEnds):
         self._seq_idx = np.zeros((n, a), dtype=np.int64)
         self._target_rngs: list[list[np.random.Generator] | None] = [None] * n
         self._comp_cells: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self._pools: list[np.ndarray | None] = [None] * n  # restart targets from possible cells
         # episode statistics
         self._return = np.zeros((n, a), dtype=np.float64)
         self._arrival = np.zeros((n, a), dtype=np.int64)  # finish: 1-based arrival step, 0 = not yet
@@ -481,7 +701,7 @@ class PogemaEnv(EpisodeEnds):
         if seed is None:
             seed = self._next_seed(i)
             self._episode[i] += 1
-        obstacles, starts, seqs = cfg.instance(seed)
+        obstacles, starts, seqs, pool = cfg._instance(seed)
         grid = _grid_map(obstacles, r)
         self._ensure_cap(grid.num_cells)
         wp = grid.padded_width
@@ -504,6 +724,9 @@ class PogemaEnv(EpisodeEnds):
             main = np.random.default_rng(seed)
             rng_seeds = main.integers(_INT32_MAX, size=a)
             self._target_rngs[i] = [np.random.default_rng(x) for x in rng_seeds]
+            # possible target cells (map markers): new targets come from this pool, not the component
+            self._pools[i] = None if pool is None else grid.cell(pool[:, 0], pool[:, 1])
+        if cfg.on_target == "restart" and pool is None:
             labels, _ = G.label_components(obstacles)
             padded_labels = np.full((grid.padded_height, wp), -1, dtype=np.int32)
             padded_labels[r:r + grid.height, r:r + grid.width] = labels
@@ -521,8 +744,9 @@ class PogemaEnv(EpisodeEnds):
                     j = int(np.flatnonzero(lonely)[0])
                     raise MemarlError(f"restart mode: agent {j} starts in a one-cell component, no new target "
                                       "can be drawn (pogema would loop forever); give target sequences")
-        if self._tables is not None:
-            self._path_off[i] = [self._path_offset(i, int(c)) for c in self._tcell[i]]
+        self._stale[i] = True
+        self._targets_changed = True
+        self._shape = False
         self.alive[i] = True
         self._t[i] = 0
         self._instance_seed[i] = seed
@@ -535,21 +759,58 @@ class PogemaEnv(EpisodeEnds):
 
     # ---------------------------------------------------------------- step
 
-    PATH_TABLE_LIMIT = 1 << 22
-    """free-cell entries kept in the Follower path tables before they are rebuilt (bounds memory
-    when lifelong targets or generated maps keep adding (map, target) pairs)"""
+    def _refresh_paths(self) -> None:
+        """Rebuild the first-move rows of the agents whose target changed: one batched BFS.
 
-    def _path_offset(self, i: int, target: int) -> int:
-        return self._tables.offset(self._grids[i], target)
-
-    def _trim_path_tables(self) -> None:
-        """Drop the path-table cache when it outgrows PATH_TABLE_LIMIT; re-add the current targets."""
-        if self._tables is None or self._tables._size <= self.PATH_TABLE_LIMIT:
+        Memory is fixed (one row of ``cap`` bytes per agent), so nothing is cached across targets:
+        a lifelong run with new maps and targets never grows the tables.
+        """
+        n, a, r, cap = self.num_envs, self.num_agents, self.radius, self._cap
+        if self._moves.shape != (n * a, cap):  # first use, or the maps grew (_ensure_cap)
+            self._moves = np.full((n * a, cap), G.FIRST_MOVE_NONE, dtype=np.uint8)
+            self._stale[:] = True
+            self._marks_key = np.zeros(0, dtype=np.int64)
+        if not self._stale.any():
             return
-        self._tables = G.PathTables(self.radius)
-        for i in range(self.num_envs):
-            self._path_off[i] = [self._path_offset(i, int(c)) for c in self._tcell[i]]
+        rows = np.flatnonzero(self._stale)  # [P] env * A + agent
+        envs = rows // a
+        # targets of maps with one shape share one BFS (all of them unless map_name names several)
+        shape_of = {}
+        for i in np.unique(envs).tolist():
+            shape_of.setdefault(self._grids[i].obstacles.shape, []).append(i)
+        for (h, w), group in shape_of.items():
+            hp, wp = h + 2 * r, w + 2 * r
+            group = np.array(group)
+            sel = np.isin(envs, group) if len(shape_of) > 1 else slice(None)
+            g_rows, g_envs = rows[sel], envs[sel]
+            # the BFS runs on the map and its obstacle ring (padded rows/cols r-1 .. r+h / r+w):
+            # the cells beyond the ring are never reached
+            ring = np.stack([self._pass[i * cap:i * cap + hp * wp].reshape(hp, wp)[r - 1:r + h + 1, r - 1:r + w + 1]
+                             for i in group.tolist()])  # [E, h+2, w+2]
+            where = np.searchsorted(group, g_envs)  # [P] which of the group's maps
+            trow, tcol = np.divmod(self._tcell.reshape(-1)[g_rows], wp)
+            targets = (trow - r + 1) * (w + 2) + (tcol - r + 1)
+            codes = G.bfs_first_moves(ring[where], targets)  # [P, h+2, w+2]
+            full = np.full((g_rows.size, hp, wp), G.FIRST_MOVE_NONE, dtype=np.uint8)
+            full[:, r - 1:r + h + 1, r - 1:r + w + 1] = codes
+            self._moves[g_rows, :hp * wp] = full.reshape(g_rows.size, hp * wp)
+            if self._marks_key.size:
+                self._marks_key[g_rows] = -1  # their kept path marks are for the old target
+            if hp * wp < cap:
+                self._moves[g_rows, hp * wp:] = G.FIRST_MOVE_NONE
+        self._stale[:] = False
 
+    def _first_moves(self, cells: np.ndarray) -> np.ndarray:
+        """``[N, A]`` first-move code (G.bfs_first_moves) of each agent at ``cells`` toward its target."""
+        self._refresh_paths()
+        rows = np.arange(self.num_envs * self.num_agents).reshape(cells.shape)
+        return self._moves[rows, cells]
+
+    def _planned_cells(self, cells: np.ndarray) -> np.ndarray:
+        """``[N, A]`` next cell on each agent's shortest path (its own cell on the target, -1 if unreachable)."""
+        code = self._first_moves(cells).astype(np.int64)
+        nxt = cells + np.take_along_axis(self._delta, np.minimum(code, G.NUM_ACTIONS - 1), axis=1)
+        return np.where(code == G.FIRST_MOVE_NONE, -1, nxt)
 
     def _new_target(self, i: int, j: int) -> int:
         """Next target (padded cell) of agent ``j`` of env ``i`` after an arrival (restart mode)."""
@@ -559,27 +820,32 @@ class PogemaEnv(EpisodeEnds):
             self._seq_idx[i, j] = k
             return int(seq[k])
         cell = int(self._cell[i, j])
+        rng = self._target_rngs[i][j]
+        pool = self._pools[i]
+        if pool is not None:
+            # pogema redraws while the drawn cell (map coordinates) equals the agent's position in
+            # padded coordinates, i.e. the cell R rows down and R columns right of the agent
+            forbidden = cell + self.radius * (int(self._wp[i]) + 1)
+            new = draw_cell(rng, pool, forbidden)
+            return cell if new == forbidden else new
         comp = self._comp_cells[i][int(self._comp[i * self._cap + cell])]
         if comp.size < 2:
             return cell
-        rng = self._target_rngs[i][j]
-        new = cell
-        while new == cell:
-            new = int(comp[int(rng.integers(0, comp.size))])
-        return new
+        return draw_cell(rng, comp, cell)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all envs with ``actions [N, A]``; see the class docstring for the outputs."""
         if self._needs_reset:
             raise MemarlError("call reset() before step()")
         act = self._check_actions(actions)
-        self._trim_path_tables()
         mode = self.config.on_target
         running = ~self._done
         active = self.alive
         cells = self._cell
         base = (self._env_idx * self._cap)[:, None]
         proposed = cells + np.take_along_axis(self._delta, act, axis=1)
+        if self._path_reward:  # the next path cell as planned before the move  # [N, A]
+            planned = self._planned_cells(cells)
         passable = self._pass[base + proposed]
         new = self._resolve(cells, proposed, active, passable)
         asked = active & (act != 0)
@@ -606,16 +872,25 @@ class PogemaEnv(EpisodeEnds):
             self._throughput += arrived.sum(1)
             for i, j in zip(*np.nonzero(arrived)):
                 self._tcell[i, j] = self._new_target(int(i), int(j))
-                if self._tables is not None:
-                    self._path_off[i, j] = self._path_offset(int(i), int(self._tcell[i, j]))
+            if arrived.any():
+                self._stale |= arrived
+                self._targets_changed = True
             terminated = np.zeros_like(arrived)
+        if not self._goal_reward:
+            reward = np.zeros_like(reward)
+        if self._path_reward:
+            reward = reward + np.float32(self.config.path_reward) * (active & (new == planned) & (new != cells))
         self._return += reward
         trunc_env = running & (t >= self.config.max_episode_steps)
         truncated = np.repeat(trunc_env[:, None], self.num_agents, axis=1)
         ended = running & (terminated.all(1) | trunc_env)
 
-        metrics, first = self._end_episodes(ended, self._autoreset)
-        obs = self._observe()
+        if self._autoreset:  # ended envs return the first observation of their next episode
+            metrics, first = self._end_episodes(ended, True)
+            obs = self._observe()
+        else:  # ended envs freeze, but this step still shows their final state
+            obs = self._observe()
+            metrics, first = self._end_episodes(ended, False)
         info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
         return obs, reward, terminated, truncated, info
 
@@ -645,12 +920,46 @@ class PogemaEnv(EpisodeEnds):
 
     def _windows(self) -> tuple[np.ndarray, np.ndarray]:
         """``(obstacles, agents)`` windows ``[N, A, K]`` uint8 (pogema's, for every agent)."""
-        n = self.num_envs
-        base = (self._env_idx * self._cap)[:, None]
-        occ = np.zeros(n * self._cap, dtype=np.uint8)
-        occ[(base + self._cell)[self.alive]] = 1
-        idx = (base + self._cell)[:, :, None] + self._offs[:, None, :]  # [N, A, K]
-        return self._obst[idx], occ[idx]
+        n, a, k = self.num_envs, self.num_agents, self._k
+        layer = self._layer_buffer()  # [N * cap] bit 0: obstacle, bit 1: agent (one gather for both)
+        np.copyto(layer, self._obst)
+        layer[(self._env_idx[:, None] * self._cap + self._cell)[self.alive]] |= 2
+        win = self._window_bytes(layer).reshape(n, a, k)
+        return win & 1, win >> 1
+
+    def _window_bytes(self, layer: np.ndarray) -> np.ndarray:
+        """``[N*A, K]`` uint8: every agent's window of ``layer`` (``[N * cap]``, one byte per cell)."""
+        n, a, r, side, cap = self.num_envs, self.num_agents, self.radius, self._side, self._cap
+        shape = self._common_shape()
+        if shape is None:  # maps of different shapes: gather through flat offsets
+            idx = (self._env_idx * cap)[:, None, None] + self._cell[:, :, None] + self._offs[:, None, :]  # [N, A, K]
+            return layer[idx].reshape(n * a, self._k)
+        hp, wp = shape
+        # all windows of all maps as a strided view; fancy indexing then copies each agent's
+        # window row by row, cheaper than gathering K flat offsets per agent. The view of the
+        # reused layer buffer is kept (making it costs as much as a small batch's copy)
+        cached = self._layer_views
+        if cached is not None and cached[0] is layer and cached[1] == shape:
+            views = cached[2]
+        else:
+            grids = layer.reshape(n, cap)[:, :hp * wp].reshape(n, hp, wp)
+            views = sliding_window_view(grids, (side, side), axis=(1, 2))  # [N, hp-2R, wp-2R, side, side]
+            self._layer_views = (layer, shape, views)
+        row, col = np.divmod(self._cell, wp)  # [N, A] padded; agents stand on map cells, row >= R
+        return views[self._env_idx[:, None], row - r, col - r].reshape(n * a, self._k)
+
+    def _layer_buffer(self) -> np.ndarray:
+        """The reused ``[N * cap]`` uint8 buffer of per-cell bytes (new when the maps grew)."""
+        if self._layer.size != self._obst.size:
+            self._layer = np.zeros(self._obst.size, dtype=np.uint8)
+        return self._layer
+
+    def _common_shape(self) -> tuple[int, int] | None:
+        """Padded ``(height, width)`` shared by all envs' current maps, None if they differ."""
+        if self._shape is False:  # unknown after a reset
+            shapes = {g.padded.shape for g in self._grids}
+            self._shape = shapes.pop() if len(shapes) == 1 else None
+        return self._shape
 
     def _rc(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         row, col = np.divmod(cells, self._wp[:, None])
@@ -659,6 +968,8 @@ class PogemaEnv(EpisodeEnds):
     def _observe(self) -> np.ndarray:
         n, a, r, side, k = self.num_envs, self.num_agents, self.radius, self._side, self._k
         kind = self.config.observation_type
+        if kind == "follower":
+            return self._follower_observation()
         walls, agents = self._windows()
         if kind in ("POMAPF", "MAPF"):
             return np.stack([walls, agents], axis=2).astype(np.float32).reshape(n, a, 2, side, side)
@@ -674,20 +985,80 @@ class PogemaEnv(EpisodeEnds):
             ni, ai = np.nonzero(np.ones((n, a), dtype=bool))
             obs[ni, ai, 2, slot.reshape(-1)] = 1.0
             return obs.reshape(n, a, 3, side, side)
-        # follower
-        gfree = np.stack([self._grids[i].free_index[self._cell[i]] for i in range(n)])  # [N, A]
-        path = G.unpack_window_bits(self._tables.window_bits[self._path_off + gfree], r)
-        np.subtract(path, walls, out=obs[:, :, 0], dtype=np.float32)
-        base = (self._env_idx * self._cap)[:, None]
-        tcount = np.bincount((base + self._tcell).reshape(-1), minlength=n * self._cap)
-        idx = (base + self._cell)[:, :, None] + self._offs[:, None, :]
-        tgt = tcount[idx]  # [N, A, K]
+        raise MemarlError(f"unknown observation_type {kind!r}")  # PogemaConfig rejects it first
+
+    def _follower_observation(self) -> np.ndarray:
+        """The ``follower`` observation ``float32 [N, A, 3, 2R+1, 2R+1]`` (see the class docstring).
+
+        One byte per cell carries the obstacle, agent and target bits, so one window copy per
+        agent serves all three channels; the path marks come from the agents' first-move tables
+        (:class:`~memarl.envs.grid.PathWalker`) and are kept for agents that stay on the same
+        cell with the same target. Channels are built as contiguous uint8 planes and converted
+        to float32 once.
+        """
+        n, a, r, side, k, cap = self.num_envs, self.num_agents, self.radius, self._side, self._k, self._cap
+        m = n * a
+        base = (self._env_idx * cap)[:, None]  # [N, 1]
+        if self._targets_changed:
+            # bit 2: the target of some agent (finished ones included), bit 3: of two or more,
+            # so that a cell stays marked for an observer whose own target it also is
+            t = (base + self._tcell).reshape(-1)
+            self._target_layer = np.zeros(n * cap, dtype=np.uint8)
+            self._target_layer[t] = 4
+            t = np.sort(t)
+            self._target_layer[t[1:][t[1:] == t[:-1]]] = 12
+            self._targets_changed = False
+        layer = self._layer_buffer()  # [N * cap] bit 0 obstacle, 1 agent, 2-3 targets
+        np.bitwise_or(self._obst, self._target_layer, out=layer)
+        layer[(base + self._cell)[self.alive]] |= 2
+        win = self._window_bytes(layer)  # [M, K]
+        self._refresh_paths()
+        # path marks [M, K]: walked again only for agents whose (table row, cell) changed
+        key = (np.arange(0, m * cap, cap).reshape(n, a) + self._cell).reshape(-1)  # [M]
+        if self._marks.shape != (m, k) or self._marks_key.size != m:  # first use, or tables rebuilt
+            self._marks = np.zeros((m, k), dtype=np.uint8)
+            self._marks_key = np.full(m, -1, dtype=np.int64)
+        todo = np.flatnonzero(key != self._marks_key)
+        if todo.size:
+            self._marks[todo] = 0
+            shape = self._common_shape()
+            width = shape[1] if shape is not None else np.repeat(self._wp, a)[todo]
+            self._walker.walk(self._moves.reshape(-1), key[todo], width, self._marks, rows=todo)
+            self._marks_key = key
+        planes = np.empty((3, m, k), dtype=np.uint8)  # [C, M, K]; channel 0 holds -1 as 255
+        np.bitwise_and(win, 1, out=planes[0])
+        np.subtract(self._marks, planes[0], out=planes[0])  # path +1, obstacle -1 (never both)
+        tmp = np.bitwise_and(win, 2)
+        np.not_equal(tmp, 0, out=planes[1].view(bool))
+        np.bitwise_and(win, 4, out=tmp)
+        np.not_equal(tmp, 0, out=planes[2].view(bool))
+        # the observer's own target is excluded: there only bit 3 (another agent's too) counts
+        row, col = self._rc(self._cell)
+        trow, tcol = self._rc(self._tcell)
         slot, inside = G.window_index(trow - row, tcol - col, r)
-        ni, ai = np.nonzero(inside)
-        tgt[ni, ai, slot[inside]] -= 1  # own target excluded
-        obs[:, :, 2] = tgt > 0
-        obs *= self.alive[:, :, None, None]
+        own = np.flatnonzero(inside)  # [M'] flat agent index
+        own_slot = slot.reshape(-1)[own]
+        planes[2, own, own_slot] = win[own, own_slot] >> 3
+        alive = self.alive.reshape(-1)
+        if not alive.all():
+            planes[:, ~alive] = 0
+        obs = np.empty((m, 3, k), dtype=np.float32)
+        np.copyto(obs.transpose(1, 0, 2), planes.view(np.int8), casting="unsafe")
         return obs.reshape(n, a, 3, side, side)
+
+    def shortest_path_actions(self) -> np.ndarray:
+        """``int64 [N, A]``: each agent's action toward the next cell of its BFS shortest path.
+
+        The path of the ``follower`` observation (static map, other agents ignored; tie-break
+        in MOVES order). 0 (wait) on the target, for unreachable targets and off-grid agents.
+        The greedy baseline (``memarl.eval.baselines``) plays these actions.
+        """
+        if self._needs_reset:
+            raise MemarlError("call reset() before shortest_path_actions()")
+        # the first-move codes are pogema's actions; 0 on the target, 5 (no path) -> wait
+        code = self._first_moves(self._cell).astype(np.int64)
+        code[(code == G.FIRST_MOVE_NONE) | ~self.alive] = 0
+        return code
 
     def pogema_observation(self) -> dict[str, np.ndarray]:
         """pogema's POMAPF observation for every agent (finished ones included).

@@ -1,14 +1,17 @@
 """Speed benchmarks: our batched envs against pogema 1.4.0, measured in the same process.
 
-``memarl bench env bottleneck`` calls :func:`bench_env` and prints :func:`format_bench`.
+``memarl bench env bottleneck`` and ``memarl bench env pogema-lmapf`` call :func:`bench_env` and
+print :func:`format_bench`.
 """
 from __future__ import annotations
 
 import platform
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from memarl.errors import MemarlError
 
@@ -99,9 +102,13 @@ def _time_pogema(steps: int | None, seconds: float | None, seed: int, warmup: in
             "seconds": elapsed, "episodes": episodes}
 
 
-def bench_env(env_id: str = "bottleneck", num_envs: int = 64, steps: int | None = None,
+def bench_env(env_id: str = "bottleneck", num_envs: int | None = None, steps: int | None = None,
               seed: int = 0, seconds: float | None = None, **env_kwargs: Any) -> dict[str, Any]:
     """Time our batched env and pogema 1.4.0 on the same maps, in this process.
+
+    ``pogema-lmapf``: :func:`bench_pogema_lmapf` (``env_kwargs`` may hold ``configs``, a list of
+    :data:`LMAPF_CONFIGS` names; ``num_envs`` None = per config). ``bottleneck`` (below;
+    ``num_envs`` None = 64):
 
     Three measurements, each for ``steps`` steps or, with ``seconds``, for about that long
     (default: 2000 steps): ours with ``num_envs`` envs stepped together, ours with one env
@@ -116,8 +123,15 @@ def bench_env(env_id: str = "bottleneck", num_envs: int = 64, steps: int | None 
     from memarl.registry import ENVS
 
     name = ENVS.resolve(env_id)
+    if name.startswith("pogema-lmapf"):
+        configs = env_kwargs.pop("configs", None)
+        if env_kwargs:
+            raise MemarlError(f"pogema-lmapf bench takes no env options, got {', '.join(sorted(env_kwargs))}")
+        return bench_pogema_lmapf(configs, num_envs=num_envs, steps=steps, seconds=seconds, seed=seed)
     if not name.startswith("bottleneck"):
-        raise MemarlError(f"bench_env supports the bottleneck env for now, got {env_id!r}")
+        raise MemarlError(f"bench_env supports the bottleneck and pogema-lmapf envs, got {env_id!r}")
+    if num_envs is None:
+        num_envs = 64
     if num_envs < 1:
         raise MemarlError(f"num_envs must be >= 1, got {num_envs}")
     if steps is not None and steps < 1:
@@ -151,6 +165,8 @@ def bench_env(env_id: str = "bottleneck", num_envs: int = 64, steps: int | None 
 
 def format_bench(result: dict[str, Any]) -> str:
     """A small Markdown table of :func:`bench_env`'s result."""
+    if "configs" in result:
+        return format_bench_lmapf(result)
     r = result
     d = r["details"]
     rows = [
@@ -171,4 +187,284 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(f"| {label} | {envs} | {rate:,.0f} | {steps:,} | {ratio:.2f}x |")
     lines += ["", "memarl's numbers include the full SRMT observation (path channel, agents, anonymous "
                   "targets); pogema's only its raw POMAPF dict."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# pogema-lmapf: the native POGEMA engine (lifelong, soft, Follower observation) vs pogema 1.4.0
+
+LMAPF_CONFIGS: dict[str, dict[str, Any]] = {
+    "64a-32x32": {"num_agents": 64, "size": 32},
+    "8a-8x8": {"num_agents": 8, "size": 8},
+    "256a-64x64": {"num_agents": 256, "size": 64},
+}
+"""the three benchmark configurations (density, radius, collisions, mode and episode length in
+:data:`LMAPF_COMMON`)"""
+LMAPF_COMMON: dict[str, Any] = {"density": 0.3, "obs_radius": 5, "collision_system": "soft",
+                                "on_target": "restart", "max_episode_steps": 256}
+LMAPF_AGENTS_PER_BATCH = 4096
+"""default batch of the batched measurement: ``max(1, 4096 // num_agents)`` envs (64 envs of 64
+agents, 512 of 8, 16 of 256): enough agents per step to amortise numpy's per-call costs and the
+per-step BFS of new targets, small enough that a step's arrays stay within a few MB"""
+
+
+def lmapf_num_envs(num_agents: int) -> int:
+    """Default number of envs of the batched pogema-lmapf measurement (see LMAPF_AGENTS_PER_BATCH)."""
+    return max(1, LMAPF_AGENTS_PER_BATCH // num_agents)
+
+
+def _time_ours_lmapf(num_envs: int, steps: int | None, seconds: float | None, seed: int, warmup: int,
+                     **config: Any) -> dict[str, float]:
+    from memarl.envs.pogema_env import PogemaEnv
+
+    env = PogemaEnv(num_envs=num_envs, observation_type="follower", seed=seed, **config)
+    env.reset()  # not timed: the first maps and their path tables (pogema's first reset is not timed either)
+    a = env.num_agents
+    actions = np.random.default_rng(seed).integers(0, env.num_actions, (_CHUNK, num_envs, a))
+
+    def chunk(k: int) -> int:
+        ended = 0
+        for t in range(k):
+            ended += int(env.step(actions[t])[4]["episode_end"].sum())
+        return ended
+
+    chunk(warmup)
+    n, elapsed, episodes = _measure(chunk, steps, seconds)
+    return {"agent_steps_per_s": n * num_envs * a / elapsed, "env_steps_per_s": n * num_envs / elapsed,
+            "steps": n, "seconds": elapsed, "episodes": episodes}
+
+
+class FollowerStylePogema:
+    """pogema 1.4.0 with a Follower-style observation: our own plain Python/numpy reimplementation.
+
+    What Follower's preprocessing does with its planner, written here without its C++ code: each
+    step, every agent's shortest path on the static map (unit-cost BFS from its target, ties in
+    MOVES order, as our native engine) is marked in its ``(2R+1)``-window from its cell to the
+    first cell outside the window, on top of the obstacles (-1); plus the agents channel and the
+    other agents' targets (anonymous). Returns ``float32 [A, 3, 2R+1, 2R+1]`` per step. The BFS
+    distance field of a target is computed once and kept until the target changes (a planner
+    that searches from scratch every step would be slower); the path is followed cell by cell
+    in Python each step.
+    """
+
+    def __init__(self, grid_config: Any):
+        import pogema
+
+        self.env = pogema.pogema_v0(grid_config)
+        self.radius = int(grid_config.obs_radius)
+        self._fields: dict[tuple[int, int], np.ndarray] = {}
+
+    def reset(self, seed: int | None = None):
+        if seed is not None:  # a new instance, as each of our episodes (pogema regenerates on reset)
+            self.env.grid_config.seed = seed
+        obs, info = self.env.reset()
+        grid = self.env.grid
+        self._free = grid.obstacles == 0  # padded grid: the ring is an obstacle, outside is free
+        inside = np.zeros_like(self._free)
+        h, w = grid.obstacles.shape
+        r = self.radius
+        inside[r:h - r, r:w - r] = True
+        self._passable = self._free & inside
+        self._fields = {}
+        return self._process(obs), info
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        return self._process(obs), rewards, terminated, truncated, infos
+
+    def _field(self, target: tuple[int, int]) -> list[int]:
+        """BFS distances to ``target`` on the padded grid, flat (a list: fast scalar reads), -1 unreachable."""
+        got = self._fields.get(target)
+        if got is None:
+            passable = self._passable
+            dist = np.full(passable.shape, -1, dtype=np.int32)
+            dist[target] = 0
+            front = np.zeros(passable.shape, dtype=bool)
+            front[target] = True
+            d = 0
+            while front.any():
+                d += 1
+                nxt = np.zeros_like(front)
+                nxt[1:] |= front[:-1]
+                nxt[:-1] |= front[1:]
+                nxt[:, 1:] |= front[:, :-1]
+                nxt[:, :-1] |= front[:, 1:]
+                nxt &= passable & (dist < 0)
+                dist[nxt] = d
+                front = nxt
+            got = self._fields[target] = dist.reshape(-1).tolist()
+        return got
+
+    def _process(self, obs) -> np.ndarray:
+        grid = self.env.grid
+        r = self.radius
+        side = 2 * r + 1
+        width = grid.obstacles.shape[1]
+        pos = np.array(grid.positions_xy)  # [A, 2] padded (row, col)
+        targets = [tuple(t) for t in grid.finishes_xy]
+        live = set(targets)
+        self._fields = {t: f for t, f in self._fields.items() if t in live}  # drop reached targets' fields
+        a = len(targets)
+        out = np.zeros((a, 3, side, side), dtype=np.float32)
+        # path channel: follow the distance field from the agent's cell (ties in MOVES order)
+        # until the first cell outside the window; one Python walk per agent
+        steps = (-width, width, -1, 1)
+        for i, ((x, y), t) in enumerate(zip(pos.tolist(), targets)):
+            dist = self._field(t)
+            cell = x * width + y
+            if dist[cell] < 0:
+                continue
+            path = out[i, 0]
+            dx = dy = 0
+            while True:
+                path[dx + r, dy + r] = 1.0
+                d = dist[cell]
+                if d == 0:
+                    break
+                for k, step in enumerate(steps):
+                    if dist[cell + step] == d - 1:
+                        cell += step
+                        dx, dy = dx + (k == 1) - (k == 0), dy + (k == 3) - (k == 2)
+                        break
+                if abs(dx) > r or abs(dy) > r:
+                    break
+        # obstacles (-1) and agents: the windows around all agents at once
+        idx = (pos[:, 0] - r, pos[:, 1] - r)
+        out[:, 0] -= sliding_window_view(grid.obstacles, (side, side))[idx]
+        out[:, 1] = sliding_window_view(grid.positions, (side, side))[idx]
+        # the other agents' targets (anonymous)
+        rel = np.array(targets)[None, :, :] - pos[:, None, :] + r  # [A, A, 2] target j in agent i's window
+        seen = (rel >= 0).all(-1) & (rel < side).all(-1) & ~np.eye(a, dtype=bool)
+        i_idx, j_idx = np.nonzero(seen)
+        out[i_idx, 2, rel[i_idx, j_idx, 0], rel[i_idx, j_idx, 1]] = 1.0
+        return out
+
+
+def _time_pogema_lmapf(steps: int | None, seconds: float | None, seed: int, warmup: int, follower: bool,
+                       **config: Any) -> dict[str, float]:
+    import pogema
+
+    a = int(config["num_agents"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # its default observation (3 x (2R+1)^2 float32); under the Follower-style wrapper the
+        # POMAPF one, which Follower's preprocessing starts from
+        gc = pogema.GridConfig(seed=seed, observation_type="POMAPF" if follower else "default", **config)
+        env = FollowerStylePogema(gc) if follower else pogema.pogema_v0(gc)
+        episode = [0]
+        if follower:
+            env.reset(seed)
+        else:
+            env.reset()
+    actions = np.random.default_rng(seed).integers(0, 5, (_CHUNK, a)).tolist()
+
+    def new_episode() -> None:
+        # a new instance per episode, as ours (env n's k-th episode plays seed + n + k * N)
+        episode[0] += 1
+        if follower:
+            env.reset(seed + episode[0])
+        else:
+            env.grid_config.seed = seed + episode[0]
+            env.reset()
+
+    def chunk(k: int) -> int:
+        ended = 0
+        for t in range(k):
+            _, _, term, trunc, _ = env.step(actions[t])
+            if all(term) or all(trunc):
+                ended += 1
+                new_episode()
+        return ended
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chunk(warmup)
+        n, elapsed, episodes = _measure(chunk, steps, seconds)
+    return {"agent_steps_per_s": n * a / elapsed, "env_steps_per_s": n / elapsed, "steps": n,
+            "seconds": elapsed, "episodes": episodes}
+
+
+def bench_pogema_lmapf(configs: list[str] | None = None, num_envs: int | None = None, steps: int | None = None,
+                       seconds: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """Agent-steps/s of the native POGEMA engine and of pogema 1.4.0, per configuration, in this process.
+
+    For each of :data:`LMAPF_CONFIGS` (64 agents 32x32, 8 agents 8x8, 256 agents 64x64; density
+    0.3, R = 5, ``soft``, ``restart``, episodes of 256 steps) four measurements, each for ``steps``
+    steps or about ``seconds`` (default 2000 steps), random actions pre-sampled:
+
+    * ``ours``: :class:`~memarl.envs.pogema_env.PogemaEnv` with ``num_envs`` envs stepped together
+      (default :func:`lmapf_num_envs`), Follower observation (BFS path channel, agents, anonymous
+      targets), autoreset;
+    * ``ours_n1``: the same with one env;
+    * ``pogema``: one pogema 1.4.0 env, its default observation, the same map size, density,
+      agents, radius, collisions, mode and episode length;
+    * ``pogema_follower``: that env plus :class:`FollowerStylePogema` (our reimplementation of
+      Follower's preprocessing in Python/numpy).
+
+    Timed: every ``step`` call, including the episode resets inside the timed loop (a new map and
+    new starts/targets per episode for all four: ours draws instance ``seed + n + k*N``, pogema
+    gets ``seed + k``) and, for ours, the BFS tables of every new target (at resets and arrivals).
+    Not timed: constructing the envs, the first reset and a 16-step warm-up. Ratios are ours
+    (batched or one env) over pogema and over pogema + preprocessing.
+    """
+    names = list(LMAPF_CONFIGS) if configs is None else list(configs)
+    unknown = [c for c in names if c not in LMAPF_CONFIGS]
+    if unknown or not names:
+        raise MemarlError(f"unknown pogema-lmapf config(s) {', '.join(unknown) or '(none)'}; "
+                          f"known: {', '.join(LMAPF_CONFIGS)}")
+    if num_envs is not None and num_envs < 1:
+        raise MemarlError(f"num_envs must be >= 1, got {num_envs}")
+    if steps is not None and steps < 1:
+        raise MemarlError(f"steps must be >= 1, got {steps}")
+    if seconds is not None and seconds <= 0:
+        raise MemarlError(f"seconds must be > 0, got {seconds}")
+    if steps is None and seconds is None:
+        steps = 2000
+    warmup = 16
+    rows = []
+    for name in names:
+        config = {**LMAPF_COMMON, **LMAPF_CONFIGS[name]}
+        n = num_envs if num_envs is not None else lmapf_num_envs(config["num_agents"])
+        ours = _time_ours_lmapf(n, steps, seconds, seed, warmup, **config)
+        ours1 = _time_ours_lmapf(1, steps, seconds, seed, warmup, **config)
+        ref = _time_pogema_lmapf(steps, seconds, seed, warmup, False, **config)
+        follower = _time_pogema_lmapf(steps, seconds, seed, warmup, True, **config)
+        rate = {k: v["agent_steps_per_s"] for k, v in
+                (("ours", ours), ("ours_n1", ours1), ("pogema", ref), ("pogema_follower", follower))}
+        rows.append({"config": name, **config, "num_envs": n,
+                     "ours_agent_steps_per_s": rate["ours"], "ours_n1_agent_steps_per_s": rate["ours_n1"],
+                     "pogema_agent_steps_per_s": rate["pogema"],
+                     "pogema_follower_agent_steps_per_s": rate["pogema_follower"],
+                     "ratio": rate["ours"] / rate["pogema"], "ratio_n1": rate["ours_n1"] / rate["pogema"],
+                     "ratio_vs_follower": rate["ours"] / rate["pogema_follower"],
+                     "ratio_n1_vs_follower": rate["ours_n1"] / rate["pogema_follower"],
+                     "details": {"ours": ours, "ours_n1": ours1, "pogema": ref, "pogema_follower": follower}})
+    return {"env": "pogema-lmapf-v0", "steps": steps, "seconds": seconds, "seed": seed,
+            "configs": rows,
+            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}"}
+
+
+def format_bench_lmapf(result: dict[str, Any]) -> str:
+    """Markdown table of :func:`bench_pogema_lmapf`'s result."""
+    lines = [
+        f"{result['env']}: density 0.3, R = 5, soft collisions, restart (lifelong), episodes of 256 steps, "
+        f"random actions, one process, one core ({result['machine']})",
+        "",
+        "| config | memarl batched (envs) | memarl 1 env | pogema 1.4.0 | pogema + Follower prep. "
+        "| batched / pogema | batched / (pogema + prep.) | 1 env / pogema | 1 env / (pogema + prep.) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["configs"]:
+        lines.append(
+            f"| {r['config']} | {r['ours_agent_steps_per_s']:,.0f} ({r['num_envs']}) "
+            f"| {r['ours_n1_agent_steps_per_s']:,.0f} | {r['pogema_agent_steps_per_s']:,.0f} "
+            f"| {r['pogema_follower_agent_steps_per_s']:,.0f} | {r['ratio']:.1f}x | {r['ratio_vs_follower']:.1f}x "
+            f"| {r['ratio_n1']:.1f}x | {r['ratio_n1_vs_follower']:.1f}x |")
+    lines += ["", "Agent-steps/s. memarl: Follower observation (BFS path channel from next-move tables, agents, "
+              "anonymous targets) for every agent every step. pogema: its default observation. "
+              "pogema + Follower prep.: our plain Python/numpy reimplementation of Follower's preprocessing "
+              "(path to the target on the static map + crop, agents, anonymous targets) as a wrapper "
+              "(memarl.eval.bench.FollowerStylePogema). Timed: every step including the resets to new "
+              "instances and, for memarl, the BFS of every new target; not timed: env construction, the "
+              "first reset, 16 warm-up steps."]
     return "\n".join(lines)

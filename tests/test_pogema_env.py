@@ -265,21 +265,28 @@ def test_restart_lonely_agent_is_an_error():
         env.reset()
 
 
-def test_path_tables_are_trimmed():
+def test_path_tables_have_fixed_size_and_follow_new_targets():
+    """Lifelong runs keep one first-move row per agent (memory does not grow with new maps and
+    targets) and the path channel follows every new target and new map."""
     env = PogemaEnv(num_envs=2, size=12, num_agents=6, on_target="restart", observation_type="follower",
                     obs_radius=2, seed=0, max_episode_steps=30)
-    untrimmed = PogemaEnv(num_envs=2, size=12, num_agents=6, on_target="restart", observation_type="follower",
-                          obs_radius=2, seed=0, max_episode_steps=30)
-    env.PATH_TABLE_LIMIT = 300
-    env.reset()
-    untrimmed.reset()
+    obs = env.reset()
+    shape = env._moves.shape
+    assert shape == (2 * 6, env._cap)
     rng = np.random.default_rng(0)
-    for _ in range(60):
-        act = _actions(rng, env.positions, env.targets, 0.9)
-        obs, *_ = env.step(act)
-        assert np.array_equal(obs, untrimmed.step(act)[0])
-        assert env._tables._size <= 300 + 3 * 12 * 144  # limit + one step's additions
-    assert untrimmed._tables._size > 300 + 3 * 12 * 144  # would have grown past the bound
+    arrivals = 0
+    for t in range(70):  # more than two episodes: new maps too
+        obs, rew, *_ = env.step(_actions(rng, env.positions, env.targets, 0.9))
+        arrivals += int(rew.sum())
+        assert env._moves.shape == shape
+        if t % 7 == 0 or rew.any():
+            walls = env.pogema_observation()["obstacles"]
+            for i in range(2):
+                obst = env.obstacles(i)
+                for j in range(6):
+                    path = ref_path_window(obst, tuple(env.targets[i, j]), tuple(env.positions[i, j]), 2)
+                    assert np.array_equal(obs[i, j, 0], path - walls[i, j])
+    assert arrivals > 5
 
 
 # ------------------------------------------------------------------------------------ generators
@@ -573,8 +580,8 @@ def test_registry_and_throughput():
     ({"collision_system": "none"}, "collision_system"),
     ({"observation_type": "rgb"}, "observation_type"),
     ({"density": 1.5}, "density"),
-    ({"map": "@.."}, "not supported"),
-    ({"map_name": "x"}, "not supported"),
+    ({"map": "@..", "num_agents": 3}, "possible start cells"),
+    ({"map_name": "x"}, "matches no map"),
     ({"num_agents": 0}, "num_agents"),
     ({"seed": -1}, "seed"),
 ])

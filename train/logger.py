@@ -10,6 +10,13 @@ from pathlib import Path
 import numpy as np
 
 
+EPISODE_KEYS = ("return", "CSR", "ISR", "SoC", "makespan", "episode_length", "avg_throughput", "collisions")
+"""episode metrics averaged over the recent window and written as ``charts/<key>``"""
+SCORE_KEYS = ("CSR", "avg_throughput")
+"""the metric that picks ``best.pt``: the first of these the env reports (MAPF: CSR, LMAPF:
+average throughput)"""
+
+
 class RunLogger:
     """Writes ``charts/``, ``losses/``, ``perf/`` scalars and prints progress every few seconds."""
 
@@ -42,7 +49,7 @@ class RunLogger:
 
     def episodes(self, episodes: list[dict], step: int) -> None:
         for episode in episodes:
-            for key in ("return", "CSR", "ISR", "SoC", "makespan", "episode_length"):
+            for key in EPISODE_KEYS:
                 if key in episode:
                     self.recent[key].append(float(episode[key]))
         if episodes:
@@ -63,13 +70,20 @@ class RunLogger:
         eta = max(self.total_steps - steps, 0) / sps if sps > 0 else float("inf")
         parts = [f"steps {steps:>11,}/{self.total_steps:,}", f"update {update}",
                  f"SPS {sps:,.0f}", f"ETA {_duration(eta)}"]
-        for key in ("return", "CSR", "ISR"):
-            if self.recent[key]:
+        for key in ("return", "CSR", "ISR", "avg_throughput"):
+            if self.recent.get(key):
                 parts.append(f"{key} {np.mean(self.recent[key]):.3f}")
         print(" | ".join(parts), file=self.stream, flush=True)
 
+    def score(self, min_episodes: int = 20) -> float | None:
+        """Recent mean of the first SCORE_KEYS metric seen, once ``min_episodes`` are in."""
+        for key in SCORE_KEYS:
+            if self.recent.get(key):
+                return self.recent_mean(key) if len(self.recent[key]) >= min_episodes else None
+        return None
+
     def recent_mean(self, key: str) -> float | None:
-        return float(np.mean(self.recent[key])) if self.recent[key] else None
+        return float(np.mean(self.recent[key])) if self.recent.get(key) else None
 
     def close(self) -> None:
         if self.writer:

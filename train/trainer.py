@@ -266,13 +266,13 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         write_run_config(run_dir, cfg, policy, command_line)
 
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-6)
-    update, agent_steps, best_csr = 0, 0, -1.0
+    update, agent_steps, best_score = 0, 0, -1.0
     generator = np.random.default_rng(cfg.seed)
     if checkpoint is not None:
         policy.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         update, agent_steps = checkpoint["update"], checkpoint["agent_steps"]
-        best_csr = checkpoint.get("best_csr", -1.0)
+        best_score = checkpoint.get("best_score", checkpoint.get("best_csr", -1.0))
         generator = np.random.default_rng([cfg.seed, update])
         torch.manual_seed(cfg.seed + update)
 
@@ -289,18 +289,18 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             "env": cfg.env, "env_options": cfg.env_options, "obs_shape": list(env.obs_shape),
             "num_actions": env.num_actions, "model": policy.state_dict(),
             "optimizer": optimizer.state_dict(), "update": update, "agent_steps": agent_steps,
-            "best_csr": best_csr, "config": config_to_dict(cfg),
+            "best_score": best_score, "config": config_to_dict(cfg),
         }
 
     def write_checkpoint() -> None:
-        nonlocal best_csr
+        nonlocal best_score
         payload = checkpoint_payload()
         save_checkpoint(payload, run_dir / "checkpoints", update, agent_steps,
                         cfg.keep_checkpoints)
-        csr = logger.recent_mean("CSR")
-        if csr is not None and len(logger.recent["CSR"]) >= 20 and csr > best_csr:
-            best_csr = csr
-            payload["best_csr"] = best_csr
+        score = logger.score()
+        if score is not None and score > best_score:
+            best_score = score
+            payload["best_score"] = best_score
             atomic_torch_save({"format": 1, **payload}, run_dir / "checkpoints" / "best.pt")
 
     last_checkpoint = time.time()
