@@ -44,6 +44,7 @@ cells.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,7 +80,10 @@ def parse_map(text: str) -> np.ndarray:
 
 def map_to_text(obstacles: np.ndarray) -> str:
     """Obstacle grid ``[H, W]`` -> ASCII map (``#`` / ``.``), one row per line."""
-    return "\n".join("".join("#" if v else "." for v in row) for row in np.asarray(obstacles))
+    obstacles = np.asarray(obstacles, dtype=bool)
+    chars = np.full((obstacles.shape[0], obstacles.shape[1] + 1), ord("\n"), dtype=np.uint8)
+    chars[:, :-1] = np.where(obstacles, ord("#"), ord("."))
+    return chars.tobytes()[:-1].decode("ascii")
 
 
 def pad_obstacles(obstacles: np.ndarray, radius: int) -> np.ndarray:
@@ -470,6 +474,11 @@ def _first_moves_bits(passable: np.ndarray, targets: np.ndarray, w: int) -> np.n
     The word has B = 8, 16, 32 or 64 bits, the fewest that hold P targets (or 64 with several
     words): few targets then stream fewer bytes per level. Arrays are ``[HW, Wd]`` (the words of
     a cell side by side), so a range of cells is one contiguous block for any number of words.
+
+    A level costs six whole-array ops: the new frontier (four neighbour shifts), the visited
+    update and one bit plane of the distance mod 3. First moves are derived once at the end:
+    the BFS distances of two neighbours differ by at most one, so the neighbour one step closer
+    is the one whose distance mod 3 is one less than the cell's.
     """
     p, n = passable.shape
     bits = 8 if p <= 8 else 16 if p <= 16 else 32 if p <= 32 else 64
@@ -481,47 +490,58 @@ def _first_moves_bits(passable: np.ndarray, targets: np.ndarray, w: int) -> np.n
     seed = np.zeros((n, words), dtype=dtype)
     ids = np.arange(p)
     np.bitwise_or.at(seed, (targets, ids // bits), np.left_shift(1, ids % bits).astype(dtype))
+    if words == 1:  # [HW] instead of [HW, 1]: a ufunc call on 1-D slices costs a quarter less
+        free, seed = free.reshape(n), seed.reshape(n)
     unvisited = free & ~seed
     front, nxt = seed, np.zeros_like(seed)
-    # first-move bit planes: code = b0 + 2 b1 + 4 b2 (up 1 = b0, down 2 = b1, left 3 = b0 b1,
-    # right 4 = b2, none 5 = b0 b2; the target stays 0)
-    b0, b1, b2 = np.zeros_like(seed), np.zeros_like(seed), np.zeros_like(seed)
+    # distance mod 3 as two bit planes: 0 = (0, 0), 1 = (1, 0), 2 = (0, 1)
+    mod1, mod2 = np.zeros_like(seed), np.zeros_like(seed)
     lo, hi = w, n - w  # interior rows (flat), as in _first_moves_dense
     inner = slice(lo, hi)
-    ui, b0i, b1i, b2i = unvisited[inner], b0[inner], b1[inner], b2[inner]
-    up, acc, acc2, tmp = (np.empty(ui.shape, dtype=dtype) for _ in range(4))
+    ui, m1i, m2i = unvisited[inner], mod1[inner], mod2[inner]
+    tmp = np.empty(ui.shape, dtype=dtype)
     level = 0
     while True:
         ni = nxt[inner]
-        np.bitwise_and(front[lo - w:hi - w], ui, out=up)  # reached from the cell above
-        np.bitwise_and(front[lo + w:hi + w], ui, out=tmp)
-        np.bitwise_or(tmp, up, out=acc)  # up or down
-        np.bitwise_and(front[lo - 1:hi - 1], ui, out=tmp)
-        np.bitwise_or(tmp, acc, out=acc2)  # up, down or left
-        np.bitwise_and(front[lo + 1:hi + 1], ui, out=tmp)
-        np.bitwise_or(tmp, acc2, out=ni)  # the new frontier
+        np.bitwise_or(front[lo - w:hi - w], front[lo + w:hi + w], out=tmp)
+        np.bitwise_or(tmp, front[lo - 1:hi - 1], out=tmp)
+        np.bitwise_or(tmp, front[lo + 1:hi + 1], out=tmp)
+        np.bitwise_and(tmp, ui, out=ni)  # the new frontier: unvisited cells next to the old one
         level += 1
         if level % _LEVEL_CHECK == 0 and not ni.any():
             break
-        np.bitwise_or(b0i, up, out=b0i)
-        np.bitwise_xor(acc2, acc, out=tmp)  # first move left
-        np.bitwise_or(b0i, tmp, out=b0i)
-        np.bitwise_xor(acc2, up, out=tmp)  # first move down or left
-        np.bitwise_or(b1i, tmp, out=b1i)
-        np.bitwise_xor(ni, acc2, out=tmp)  # first move right
-        np.bitwise_or(b2i, tmp, out=b2i)
         np.bitwise_xor(ui, ni, out=ui)
+        if level % 3 == 1:
+            np.bitwise_or(m1i, ni, out=m1i)
+        elif level % 3 == 2:
+            np.bitwise_or(m2i, ni, out=m2i)
         front, nxt = nxt, front
-    none = ~(free & ~unvisited)  # blocked or never reached (targets are reached)
+    reached = free & ~unvisited  # targets included
+    # per cell, the planes a neighbour one step closer has: (mod - 1) mod 3 maps 0 -> 2, 1 -> 0, 2 -> 1
+    want1, want2 = m2i, ~(m1i | m2i)
+    none = ~reached[inner]  # blocked or never reached: code 5 = b0 + b2
+    taken = seed[inner] | none  # cells whose first move is decided (the target's is 0)
+    b0, b1, b2 = (np.zeros_like(ui) for _ in range(3))  # code = b0 + 2 b1 + 4 b2
+    for bit_planes, shift in (((b0,), -w), ((b1,), w), ((b0, b1), -1), ((b2,), 1)):  # MOVES order
+        s = slice(lo + shift, hi + shift)
+        np.bitwise_xor(mod1[s], want1, out=tmp)
+        tmp |= mod2[s] ^ want2
+        np.bitwise_not(tmp, out=tmp)
+        tmp &= reached[s]  # the neighbour in this direction is one step closer ...
+        tmp &= ~taken  # ... and no earlier direction was
+        taken |= tmp
+        for plane in bit_planes:
+            plane |= tmp
     b0 |= none
     b2 |= none
 
-    def unpack(plane: np.ndarray) -> np.ndarray:  # [HW, Wd] -> [HW, P] uint8 0/1
-        return np.unpackbits(plane.view(np.uint8), axis=1, count=p, bitorder="little")
+    def unpack(plane: np.ndarray) -> np.ndarray:  # [HW', Wd] -> [HW', P] uint8 0/1
+        return np.unpackbits(plane.reshape(plane.shape[0], -1).view(np.uint8), axis=1, count=p, bitorder="little")
 
-    code = unpack(b0)
-    code |= unpack(b1) << 1
-    code |= unpack(b2) << 2
+    code = np.full((n, p), FIRST_MOVE_NONE, dtype=np.uint8)  # the border rows stay 5
+    code[inner] = unpack(b0)
+    code[inner] |= unpack(b1) << 1
+    code[inner] |= unpack(b2) << 2
     return np.ascontiguousarray(code.T)
 
 
@@ -658,8 +678,8 @@ def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
     5. moves are applied simultaneously; occupancy is rebuilt from the final cells by the caller,
        so no agent ever disappears from the occupancy grid (pogema 1.4.0's bug, section 6).
 
-    Inactive agents neither move nor block. Cost O(NA log NA): conflicts are found by sorting
-    cell keys (``env * span + cell``) instead of comparing all pairs of agents.
+    Inactive agents neither move nor block. Cost O(NA): conflicts and occupants are found through
+    a dense per-cell scratch array (``env * span + cell``), no sorting and no pairwise compare.
     """
     n, a = cells.shape
     m = n * a
@@ -670,33 +690,28 @@ def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
     want = (proposed + env_key).reshape(-1)  # [NA] requested cell, unique over envs
     have = (cells + env_key).reshape(-1)  # [NA] current cell
     mover = (active & passable & (proposed != cells)).reshape(-1)
-    # 2./3. vertex conflicts: a stable sort keeps index order among movers asking for one cell,
-    # so every mover but the first of its run loses
+    slots = _cell_scratch(n * span)  # [n * span] all _NOBODY; restored before returning
+    # 2./3. vertex conflicts: the lowest index of the movers asking for a cell wins it
     movers = np.flatnonzero(mover)  # [V]
     key = want[movers]
-    order = np.argsort(key, kind="stable")
-    run = key[order]
-    beaten = np.zeros(movers.size, dtype=bool)
-    beaten[order[1:][run[1:] == run[:-1]]] = True
-    movers, key = movers[~beaten], key[~beaten]
-    # 4. occupant of each requested cell: look the key up among the active agents' cells
+    np.minimum.at(slots, key, movers)
+    won = slots[key] == movers
+    slots[key] = _NOBODY
+    movers, key = movers[won], key[won]
+    # 4. occupant of each requested cell (active agents stand on distinct cells)
     on_grid = np.flatnonzero(active.reshape(-1))  # [G]
-    occ_key = have[on_grid]
-    occ_order = np.argsort(occ_key, kind="stable")
-    occ_sorted = occ_key[occ_order]
+    slots[have[on_grid]] = on_grid
+    occupant = slots[key]  # [V'] agent index, _NOBODY = empty
+    slots[have[on_grid]] = _NOBODY
+    waits = occupant != _NOBODY
     allowed = np.zeros(m, dtype=bool)
-    if occ_sorted.size:
-        pos = np.minimum(np.searchsorted(occ_sorted, key), occ_sorted.size - 1)
-        waits = occ_sorted[pos] == key
-    else:
-        pos, waits = np.zeros(key.size, dtype=np.intp), np.zeros(key.size, dtype=bool)
     allowed[movers[~waits]] = True  # moves into empty cells
     follower = movers[waits]  # [W] movers behind an occupant
     if follower.size:
         # a follower moves iff its chain of occupants ends at a mover into an empty cell: pointer
         # jumping walks all chains in O(log A) rounds; chains that end at an agent that stays
         # (allowed False) or close a cycle (never reach an end) stay blocked
-        leader = on_grid[occ_order[pos[waits]]]  # [W] the occupant each follower waits for
+        leader = occupant[waits]  # [W] the occupant each follower waits for
         ptr = np.arange(m)
         ptr[follower] = leader
         hop = leader
@@ -708,6 +723,22 @@ def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
             hop = further
         allowed[follower] = allowed[hop]
     return np.where(allowed.reshape(n, a), proposed, cells)
+
+
+_NOBODY = np.iinfo(np.int64).max
+_SCRATCH = threading.local()
+
+
+def _cell_scratch(size: int) -> np.ndarray:
+    """A reused int64 array of ``size`` entries, all :data:`_NOBODY` (callers restore what they write).
+
+    One per thread, reallocated (at double size) only when too small, so a step allocates no
+    env-sized array.
+    """
+    arr = getattr(_SCRATCH, "slots", None)
+    if arr is None or arr.size < size:
+        arr = _SCRATCH.slots = np.full(max(size, 2 * (0 if arr is None else arr.size)), _NOBODY, dtype=np.int64)
+    return arr[:size]
 
 
 COLLISION_SYSTEMS = {"block_both": resolve_block_both, "priority": resolve_priority}
@@ -729,36 +760,66 @@ def generate_obstacles(height: int, width: int, density: float, seed: int | None
     return np.random.default_rng(seed).binomial(1, density, (height, width)).astype(bool)
 
 
+_COMPONENTS_CACHE: dict[tuple[tuple[int, int], bytes], tuple[np.ndarray, np.ndarray]] = {}
+_COMPONENTS_CACHE_SIZE = 512
+
+
 def label_components(obstacles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """4-connected components of the free cells: ``(labels [H, W] int32, sizes [C] int64)``.
 
     Components are numbered 0, 1, ... in the row-major order of their first cell (pogema's BFS
-    numbering, shifted to start at 0); obstacles are labelled -1.
+    numbering, shifted to start at 0); obstacles are labelled -1. The result of a map is kept
+    (read-only) for later calls with the same map: a reset labels its map for the placement
+    and again for restart targets, and suite maps repeat.
     """
     obstacles = np.asarray(obstacles, dtype=bool)
+    key = (obstacles.shape, np.packbits(obstacles).tobytes())
+    got = _COMPONENTS_CACHE.get(key)
+    if got is None:
+        if len(_COMPONENTS_CACHE) >= _COMPONENTS_CACHE_SIZE:
+            _COMPONENTS_CACHE.clear()
+        got = _label_components(obstacles)
+        for arr in got:
+            arr.setflags(write=False)
+        _COMPONENTS_CACHE[key] = got
+    return got
+
+
+def _label_components(obstacles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`label_components` without the cache: union-find by hooking and pointer jumping.
+
+    Every free cell starts as its own root. Each round hooks, over every edge between two free
+    neighbours in different trees, the larger root under the smaller one, then compresses all
+    paths (``parent = parent[parent]`` until stable). The root of a component ends as its
+    smallest flat index, i.e. its first cell in row-major order, so sorting the roots gives
+    pogema's numbering. A few rounds suffice (each at least halves the trees of a component).
+    """
     h, w = obstacles.shape
-    padded = np.ones((h + 2, w + 2), dtype=bool)
-    padded[1:-1, 1:-1] = obstacles
-    wp = w + 2
-    labels = np.full(padded.size, -1, dtype=np.int32)
-    free = ~padded.reshape(-1)
-    steps = np.array([-wp, wp, -1, 1], dtype=np.int64)
-    sizes: list[int] = []
-    for c in np.flatnonzero(free):
-        if labels[c] >= 0:
-            continue
-        lab = len(sizes)
-        labels[c] = lab
-        frontier = np.array([c], dtype=np.int64)
-        size = 1
-        while frontier.size:
-            nbr = (frontier[:, None] + steps[None, :]).reshape(-1)
-            nbr = np.unique(nbr[free[nbr] & (labels[nbr] < 0)])
-            labels[nbr] = lab
-            size += nbr.size
-            frontier = nbr
-        sizes.append(size)
-    return labels.reshape(h + 2, w + 2)[1:-1, 1:-1].copy(), np.array(sizes, dtype=np.int64)
+    free = ~obstacles.reshape(-1)
+    cells = np.arange(h * w, dtype=np.int64)
+    horizontal = (free[:-1] & free[1:]) & ((cells[:-1] + 1) % w != 0)  # (x, x+1) in one row
+    vertical = free[:-w] & free[w:]  # (x, x+w)
+    u = np.concatenate([np.flatnonzero(horizontal), np.flatnonzero(vertical)])
+    v = np.concatenate([np.flatnonzero(horizontal) + 1, np.flatnonzero(vertical) + w])
+    parent = cells.copy()
+    while u.size:
+        ru, rv = parent[u], parent[v]
+        split = ru != rv
+        if not split.any():
+            break
+        u, v, ru, rv = u[split], v[split], ru[split], rv[split]
+        np.minimum.at(parent, np.maximum(ru, rv), np.minimum(ru, rv))
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    roots = parent[free]
+    first = np.unique(roots)  # sorted: row-major order of each component's first cell
+    labels = np.full(h * w, -1, dtype=np.int32)
+    labels[free] = np.searchsorted(first, roots)
+    sizes = np.bincount(labels[free], minlength=first.size).astype(np.int64)
+    return labels.reshape(h, w), sizes
 
 
 def generate_starts_targets(obstacles: np.ndarray, num_agents: int,
@@ -777,7 +838,7 @@ def generate_starts_targets(obstacles: np.ndarray, num_agents: int,
     h, w = obstacles.shape
     free = np.flatnonzero(~obstacles.reshape(-1))
     order = free[np.random.default_rng(seed).permutation(free.size)]
-    lab = labels.reshape(-1)
+    lab = labels.reshape(-1).tolist()  # Python ints: the loop below reads one per cell
     budget = sizes.tolist()
     requests: list[list[int]] = [[] for _ in budget]
     starts: list[int] = []

@@ -12,7 +12,6 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from memarl.envs import grid as G
 from memarl.envs.base import EpisodeEnds
@@ -610,7 +609,7 @@ class PogemaEnv(EpisodeEnds):
         self._marks = np.zeros((0, 0), dtype=np.uint8)  # [M, K] last path marks of each agent
         self._marks_key = np.zeros(0, dtype=np.int64)  # [M] (table row, cell) they were walked for
         self._layer = np.zeros(0, dtype=np.uint8)  # [N * cap] per-cell bytes the windows are cut from
-        self._layer_views: tuple | None = None  # (layer, shape, its sliding-window view), reused
+        self._layer_views: tuple | None = None  # (layer, its view as (2R+1)-byte records), reused
 
         self._grids: list[G.GridMap | None] = [None] * n
         self._cap = 0
@@ -619,7 +618,7 @@ class PogemaEnv(EpisodeEnds):
         self._comp = np.zeros(0, dtype=np.int32)
         self._wp = np.ones(n, dtype=np.int64)
         self._delta = np.zeros((n, G.NUM_ACTIONS), dtype=np.int64)
-        self._offs = np.zeros((n, self._k), dtype=np.int64)
+        self._row_offs = np.zeros((n, s), dtype=np.int64)  # [N, 2R+1] flat offset of each window row
         self._cell = np.zeros((n, a), dtype=np.int64)
         self._start = np.zeros((n, a), dtype=np.int64)
         self._tcell = np.zeros((n, a), dtype=np.int64)
@@ -630,7 +629,8 @@ class PogemaEnv(EpisodeEnds):
         self._instance_seed: list[int | None] = [None] * n
         self._seqs: list[list[np.ndarray]] = [[] for _ in range(n)]  # padded target cells per agent
         self._seq_idx = np.zeros((n, a), dtype=np.int64)
-        self._target_rngs: list[list[np.random.Generator] | None] = [None] * n
+        self._target_rngs: list[list[np.random.Generator | None] | None] = [None] * n
+        self._target_seeds: list[list[int] | None] = [None] * n
         self._comp_cells: list[list[np.ndarray]] = [[] for _ in range(n)]
         self._pools: list[np.ndarray | None] = [None] * n  # restart targets from possible cells
         # episode statistics
@@ -713,17 +713,23 @@ class PogemaEnv(EpisodeEnds):
         self._obst[base:base + grid.num_cells] = grid.padded.reshape(-1)
         self._wp[i] = wp
         self._delta[i] = G.MOVES[:, 0] * wp + G.MOVES[:, 1]
-        self._offs[i] = G.window_offsets(r, wp)
+        self._row_offs[i] = np.arange(self._side) * wp
         cells = grid.cell(starts[:, 0], starts[:, 1])
         self._cell[i] = cells
         self._start[i] = cells
-        self._seqs[i] = [grid.cell(q[:, 0], q[:, 1]) for q in seqs]
+        if all(q.shape[0] == 1 for q in seqs):  # one target each (generated instances): one call
+            firsts = np.concatenate(seqs)
+            self._seqs[i] = list(grid.cell(firsts[:, 0], firsts[:, 1])[:, None])
+        else:
+            self._seqs[i] = [grid.cell(q[:, 0], q[:, 1]) for q in seqs]
         self._tcell[i] = [q[0] for q in self._seqs[i]]
         self._seq_idx[i] = 0
         if cfg.on_target == "restart":
             main = np.random.default_rng(seed)
-            rng_seeds = main.integers(_INT32_MAX, size=a)
-            self._target_rngs[i] = [np.random.default_rng(x) for x in rng_seeds]
+            # made on an agent's first arrival: a generator costs ~20 us and many agents of a
+            # short or early-training episode never arrive
+            self._target_seeds[i] = main.integers(_INT32_MAX, size=a).tolist()
+            self._target_rngs[i] = [None] * a
             # possible target cells (map markers): new targets come from this pool, not the component
             self._pools[i] = None if pool is None else grid.cell(pool[:, 0], pool[:, 1])
         if cfg.on_target == "restart" and pool is None:
@@ -821,6 +827,8 @@ class PogemaEnv(EpisodeEnds):
             return int(seq[k])
         cell = int(self._cell[i, j])
         rng = self._target_rngs[i][j]
+        if rng is None:
+            rng = self._target_rngs[i][j] = np.random.default_rng(self._target_seeds[i][j])
         pool = self._pools[i]
         if pool is not None:
             # pogema redraws while the drawn cell (map coordinates) equals the agent's position in
@@ -928,25 +936,23 @@ class PogemaEnv(EpisodeEnds):
         return win & 1, win >> 1
 
     def _window_bytes(self, layer: np.ndarray) -> np.ndarray:
-        """``[N*A, K]`` uint8: every agent's window of ``layer`` (``[N * cap]``, one byte per cell)."""
-        n, a, r, side, cap = self.num_envs, self.num_agents, self.radius, self._side, self._cap
-        shape = self._common_shape()
-        if shape is None:  # maps of different shapes: gather through flat offsets
-            idx = (self._env_idx * cap)[:, None, None] + self._cell[:, :, None] + self._offs[:, None, :]  # [N, A, K]
-            return layer[idx].reshape(n * a, self._k)
-        hp, wp = shape
-        # all windows of all maps as a strided view; fancy indexing then copies each agent's
-        # window row by row, cheaper than gathering K flat offsets per agent. The view of the
-        # reused layer buffer is kept (making it costs as much as a small batch's copy)
+        """``[N*A, K]`` uint8: every agent's window of ``layer`` (``[N * cap]``, one byte per cell).
+
+        The layer is viewed as overlapping records of ``2R+1`` bytes, one starting at every
+        byte, so a window is ``2R+1`` record reads (one per window row) instead of ``K`` byte
+        reads; maps of different widths only change the row offsets.
+        """
+        n, a, r, side = self.num_envs, self.num_agents, self.radius, self._side
         cached = self._layer_views
-        if cached is not None and cached[0] is layer and cached[1] == shape:
-            views = cached[2]
+        if cached is not None and cached[0] is layer:
+            rows = cached[1]
         else:
-            grids = layer.reshape(n, cap)[:, :hp * wp].reshape(n, hp, wp)
-            views = sliding_window_view(grids, (side, side), axis=(1, 2))  # [N, hp-2R, wp-2R, side, side]
-            self._layer_views = (layer, shape, views)
-        row, col = np.divmod(self._cell, wp)  # [N, A] padded; agents stand on map cells, row >= R
-        return views[self._env_idx[:, None], row - r, col - r].reshape(n * a, self._k)
+            rows = np.ndarray(buffer=layer, dtype=np.dtype((np.void, side)), shape=(layer.size - side + 1,),
+                              strides=(1,))
+            self._layer_views = (layer, rows)
+        top_left = (self._env_idx * self._cap)[:, None] + self._cell - r * (self._wp[:, None] + 1)  # [N, A]
+        idx = top_left[:, :, None] + self._row_offs[:, None, :]  # [N, A, 2R+1] start of each window row
+        return rows[idx].view(np.uint8).reshape(n * a, self._k)
 
     def _layer_buffer(self) -> np.ndarray:
         """The reused ``[N * cap]`` uint8 buffer of per-cell bytes (new when the maps grew)."""
