@@ -1,7 +1,7 @@
-"""Numpy grid mechanics shared by the grid tasks (Bottleneck now, a native POGEMA engine later).
+"""Numpy grid mechanics under the grid engine (:mod:`memarl.envs.engine`: POGEMA and Bottleneck).
 
 Everything here is plain numpy and follows pogema 1.4.0's conventions, measured against the
-library itself (see ``tests/test_bottleneck.py``):
+library itself (``tests/test_pogema_env.py``, ``tests/test_bottleneck.py``):
 
 * **Maps** are ASCII: ``.`` free, ``#`` obstacle; pogema's other free-cell markers (``@ $ !``,
   ``a``..``z``, ``A``..``Z``) read as free. Rows are separated by whitespace (pogema splits with
@@ -21,22 +21,19 @@ library itself (see ``tests/test_bottleneck.py``):
   swaps are therefore refused too) and :func:`resolve_priority` (agents move one after the other
   in index order into cells that are free at that moment), both as in pogema 1.4.0;
   :func:`resolve_soft` is pogema's ``soft`` without its occupancy bug (rotations blocked),
-  O(NA log NA) by sorting instead of comparing all pairs.
+  O(NA) through a dense per-cell scratch array.
 * **Random instances**: :func:`generate_obstacles` and :func:`generate_starts_targets` are
   pogema 1.4.0's map and start/target generators (same seed -> same instance);
   :func:`label_components` numbers connected components in pogema's order.
-* **Shortest paths** (:class:`PathTables`): BFS distances to a target on the static map, a
-  next-hop tree with a fixed tie-break (the first neighbour in ``MOVES`` order -- up, down,
-  left, right -- whose distance is one less), and, per cell, the bit set of window cells that lie
-  on the path prefix before it first leaves the window (the Follower convention: path cells are
-  marked from the agent's own cell, through the target, and marking stops at the first path cell
-  outside the window). Because the next hops form a tree, the path from the next cell is the
-  suffix of the current path: the plan is consistent from step to step.
+* **Shortest paths**: BFS distances to a target on the static map and a next-hop tree with a
+  fixed tie-break, the first neighbour in ``MOVES`` order (up, down, left, right) whose
+  distance is one less (:func:`bfs_distances`, :func:`next_hops`: the plain per-target
+  reference). Because the next hops form a tree, the path from the next cell is the suffix of
+  the current path: the plan is consistent from step to step.
 * **First-move tables** (:func:`bfs_first_moves`, :class:`PathWalker`): the same next hops as
   one byte per cell (the action toward the target), for many targets in one bit-parallel BFS;
-  the path window is then walked per agent when needed instead of being stored for every cell.
-  The native POGEMA engine uses these (new targets every episode and on every arrival);
-  Bottleneck's fixed maps use :class:`PathTables`.
+  the Follower path window (path cells marked from the agent's own cell, through the target,
+  stopping at the first path cell outside the window) is walked per agent when needed.
 
 Shape letters follow DESIGN.md: ``N`` envs, ``A`` agents, ``R`` radius, ``K = (2R+1)**2`` window
 cells.
@@ -140,9 +137,7 @@ class GridMap:
     passable: np.ndarray = field(init=False)
     """``[(H + 2R) * (W + 2R)]`` bool, flat: free cells of the real map (not the ring, not outside)"""
     free_cells: np.ndarray = field(init=False)
-    """``[F]`` int64: the passable cells in increasing order (per-cell tables are stored per free cell)"""
-    free_index: np.ndarray = field(init=False)
-    """``[(H + 2R) * (W + 2R)]`` int32: position of a cell in ``free_cells``, -1 for other cells"""
+    """``[F]`` int64: the passable cells in increasing order"""
 
     def __post_init__(self) -> None:
         self.obstacles = np.asarray(self.obstacles, dtype=bool)
@@ -152,8 +147,6 @@ class GridMap:
         inside[r:r + h, r:r + w] = ~self.obstacles
         self.passable = inside.reshape(-1)
         self.free_cells = np.flatnonzero(self.passable)
-        self.free_index = np.full(self.passable.size, -1, dtype=np.int32)
-        self.free_index[self.free_cells] = np.arange(self.free_cells.size, dtype=np.int32)
         if not self.key:
             self.key = map_to_text(self.obstacles)
 
@@ -197,12 +190,6 @@ class GridMap:
         row, col = divmod(int(cell), self.padded_width)
         return self.padded[row - r:row + r + 1, col - r:col + r + 1].astype(np.float32)
 
-    def obstacle_window_bits(self) -> np.ndarray:
-        """``[F, ceil(K/8)]`` uint8: packed obstacle window of every free cell (``free_cells`` order)."""
-        idx = self.free_cells[:, None] + window_offsets(self.radius, self.padded_width)[None, :]
-        return np.packbits(self.padded.reshape(-1)[idx], axis=-1, bitorder="little")
-
-
 # --------------------------------------------------------------------------------------------
 # shortest paths
 
@@ -244,140 +231,6 @@ def next_hops(grid: GridMap, dist: np.ndarray) -> np.ndarray:
     nxt[dist == 0] = np.flatnonzero(dist == 0)
     return nxt
 
-
-def path_window_bits(grid: GridMap, nxt: np.ndarray) -> np.ndarray:
-    """``[F, ceil(K/8)]`` uint8: packed window cells on the path prefix from every free cell.
-
-    For the agent's cell ``c`` the marked cells are ``c, next(c), next(next(c)), ...`` up to and
-    including the target, stopping at the first path cell outside the ``(2R+1)``-window centred
-    on ``c`` (Follower's convention). Unreachable cells get no bits.
-    """
-    r, wp = grid.radius, grid.padded_width
-    side = 2 * r + 1
-    k = side * side
-    origin = grid.free_cells[nxt[grid.free_cells] >= 0]
-    o_row, o_col = np.divmod(origin, wp)
-    bits = np.zeros((origin.size, k), dtype=bool)
-    cur = origin.copy()
-    live = np.ones(origin.size, dtype=bool)
-    rows = np.arange(origin.size)
-    for _ in range(k):
-        c_row, c_col = np.divmod(cur, wp)
-        slot, inside = window_index(c_row - o_row, c_col - o_col, r)
-        live &= inside
-        bits[rows[live], slot[live]] = True
-        nc = nxt[cur]
-        live &= nc != cur  # reached the target
-        if not live.any():
-            break
-        cur = np.where(live, nc, cur)
-    out = np.zeros((grid.free_cells.size, (k + 7) // 8), dtype=np.uint8)
-    out[grid.free_index[origin]] = np.packbits(bits, axis=-1, bitorder="little")
-    return out
-
-
-def unpack_window_bits(packed: np.ndarray, radius: int) -> np.ndarray:
-    """``[..., ceil(K/8)]`` uint8 -> ``[..., K]`` uint8 (0/1)."""
-    k = (2 * radius + 1) ** 2
-    return np.unpackbits(packed, axis=-1, count=k, bitorder="little")
-
-
-class PathTables:
-    """Pooled per-(map, target) path tables, addressable with one flat gather per step.
-
-    ``offset(grid, target)`` returns ``o`` such that for the free cell number ``f``
-    (``grid.free_index[c]``) of that map ``next_hop[o + f]`` is the next path cell (a padded
-    cell of the same map, -1 if the target is unreachable) and ``window_bits[o + f]`` the packed
-    path window. Tables are built on first use (BFS + next-hop tree + path windows) and kept;
-    only free cells are stored (a 1000-long corridor map has ~1k free cells of ~13k). A batch of
-    envs on different maps and targets gathers all agents' entries at once with
-    ``offsets[N, A] + free[N, A]``.
-    """
-
-    def __init__(self, radius: int):
-        self.radius = radius
-        k = (2 * radius + 1) ** 2
-        self._nbytes = (k + 7) // 8
-        self._offsets: dict[tuple[str, int], int] = {}
-        self._size = 0
-        self.next_hop = np.zeros(0, dtype=np.int32)
-        self.window_bits = np.zeros((0, self._nbytes), dtype=np.uint8)
-
-    def __len__(self) -> int:
-        return len(self._offsets)
-
-    def offset(self, grid: GridMap, target: int) -> int:
-        key = (grid.key, int(target))
-        off = self._offsets.get(key)
-        if off is None:
-            if grid.radius != self.radius:
-                raise MemarlError(f"map padded for radius {grid.radius}, tables for {self.radius}")
-            dist = bfs_distances(grid, int(target))
-            nxt = next_hops(grid, dist)
-            bits = path_window_bits(grid, nxt)
-            off = self._append(nxt[grid.free_cells], bits)
-            self._offsets[key] = off
-        return off
-
-    def _append(self, nxt: np.ndarray, bits: np.ndarray) -> int:
-        off, n = self._size, nxt.size
-        if off + n > self.next_hop.size:  # grow geometrically
-            cap = max(off + n, 2 * self.next_hop.size, 1024)
-            self.next_hop = _grow(self.next_hop, cap)
-            self.window_bits = _grow(self.window_bits, cap)
-        self.next_hop[off:off + n] = nxt
-        self.window_bits[off:off + n] = bits
-        self._size = off + n
-        return off
-
-
-def _grow(a: np.ndarray, cap: int) -> np.ndarray:
-    out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
-    out[:a.shape[0]] = a
-    return out
-
-
-class MapPool:
-    """Pooled per-map static arrays for batched gathers.
-
-    ``offset(grid)`` returns ``(o, fo)`` such that ``passable[o + c]`` and ``free_index[o + c]``
-    describe padded cell ``c`` of that map and ``obstacle_bits[fo + f]`` is the packed obstacle
-    window of its free cell number ``f``.
-    """
-
-    def __init__(self, radius: int):
-        self.radius = radius
-        self._nbytes = ((2 * radius + 1) ** 2 + 7) // 8
-        self._offsets: dict[str, tuple[int, int]] = {}
-        self._size = 0
-        self._free_size = 0
-        self.passable = np.zeros(0, dtype=bool)
-        self.free_index = np.zeros(0, dtype=np.int32)
-        self.obstacle_bits = np.zeros((0, self._nbytes), dtype=np.uint8)
-
-    def offset(self, grid: GridMap) -> tuple[int, int]:
-        off = self._offsets.get(grid.key)
-        if off is None:
-            if grid.radius != self.radius:
-                raise MemarlError(f"map padded for radius {grid.radius}, pool for {self.radius}")
-            o, n = self._size, grid.num_cells
-            fo, f = self._free_size, grid.free_cells.size
-            if o + n > self.passable.size:
-                cap = max(o + n, 2 * self.passable.size, 1024)
-                self.passable = _grow(self.passable, cap)
-                self.free_index = _grow(self.free_index, cap)
-            if fo + f > self.obstacle_bits.shape[0]:
-                self.obstacle_bits = _grow(self.obstacle_bits, max(fo + f, 2 * self.obstacle_bits.shape[0], 1024))
-            self.passable[o:o + n] = grid.passable
-            self.free_index[o:o + n] = grid.free_index
-            self.obstacle_bits[fo:fo + f] = grid.obstacle_window_bits()
-            self._size, self._free_size = o + n, fo + f
-            off = self._offsets[grid.key] = (o, fo)
-        return off
-
-
-# --------------------------------------------------------------------------------------------
-# first-move tables: many BFS at once, and the Follower path window walked from them
 
 FIRST_MOVE_TARGET = 0
 """first-move code of a target cell (pogema's action 0, wait)"""
@@ -863,25 +716,6 @@ def generate_starts_targets(obstacles: np.ndarray, num_agents: int,
     s = np.array(starts, dtype=np.int64)
     t = np.array(targets, dtype=np.int64)
     return np.stack(np.divmod(s, w), axis=-1), np.stack(np.divmod(t, w), axis=-1)
-
-
-# --------------------------------------------------------------------------------------------
-# observation helpers
-
-
-def scatter_relative(out: np.ndarray, src_rc: np.ndarray, dst_rc: np.ndarray, show: np.ndarray,
-                     radius: int) -> None:
-    """Mark, in each observer's window, the cells of other things.
-
-    ``out`` ``[N, A, K]`` (any numeric dtype) is written in place: for observer ``a`` and thing
-    ``b``, ``out[n, a, slot] = 1`` where ``dst_rc[n, b] - src_rc[n, a]`` falls in the window and
-    ``show[n, a, b]``. ``src_rc`` ``[N, A, 2]``, ``dst_rc`` ``[N, B, 2]``, ``show`` ``[N, A, B]``.
-    """
-    d = dst_rc[:, None, :, :] - src_rc[:, :, None, :]  # [N, A, B, 2]
-    slot, inside = window_index(d[..., 0], d[..., 1], radius)
-    mark = inside & show
-    n_idx, a_idx, _ = np.nonzero(mark)
-    out[n_idx, a_idx, slot[mark]] = 1
 
 
 # --------------------------------------------------------------------------------------------

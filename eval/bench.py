@@ -35,18 +35,10 @@ def _measure(step_chunk: Callable[[int], int], steps: int | None, seconds: float
 
 def _time_ours(num_envs: int, steps: int | None, seconds: float | None, seed: int, warmup: int,
                **env_kwargs: Any) -> dict[str, float]:
-    from memarl.envs.bottleneck import BottleneckEnv, _pools, bottleneck_grid
+    from memarl.envs.bottleneck import BottleneckEnv
 
     env = BottleneckEnv(num_envs=num_envs, seed=seed, **env_kwargs)
-    # build every path table up front so that one-time BFS work is not timed
-    maps, tables = _pools(env.radius)
-    for L in env.config.corridor_lengths:
-        g = bottleneck_grid(L, env.radius)
-        maps.offset(g)
-        for cell in g.free_cells:
-            row = cell // g.padded_width - env.radius
-            if row < 2 or row >= L + 2:  # room cells are the possible goals
-                tables.offset(g, int(cell))
+    env.precompute_paths()  # the BFS of every possible goal up front: one-time work is not timed
     env.reset()
     rng = np.random.default_rng(seed)
     actions = rng.integers(0, env.num_actions, (_CHUNK, num_envs, env.num_agents))
@@ -115,9 +107,10 @@ def bench_env(env_id: str = "bottleneck", num_envs: int | None = None, steps: in
     (a fair per-env comparison), and one pogema env. Ours run with autoreset and full
     observations (path channel, agents, anonymous targets); pogema with POMAPF observations,
     ``block_both``, ``finish``, R = 2, the same corridor lengths and time limit, reset when all
-    agents are terminated or truncated. Random actions are pre-sampled; path tables are built
-    before timing. ``env_kwargs`` are env config fields (e.g. ``corridor_lengths``). Returns rates
-    in agent-steps/s, ``ratio`` (ours batched / pogema) and ``ratio_n1`` (ours one env / pogema).
+    agents are terminated or truncated. Random actions are pre-sampled; the BFS of every
+    possible goal (``BottleneckEnv.precompute_paths``) runs before timing. ``env_kwargs`` are env
+    config fields (e.g. ``corridor_lengths``). Returns rates in agent-steps/s, ``ratio`` (ours
+    batched / pogema) and ``ratio_n1`` (ours one env / pogema).
     """
     from memarl.envs.bottleneck import BottleneckConfig
     from memarl.registry import ENVS

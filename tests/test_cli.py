@@ -1,7 +1,6 @@
 """The CLI end to end on tiny budgets, and every bad input: one line, exit code 2, nothing lost."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -220,3 +220,73 @@ def test_shortest_path_actions_and_planned_cells_follow_next_hops():
                 expect = 0 if nxt < 0 else [0, -g.padded_width, g.padded_width, -1, 1].index(step)
                 assert actions[i, j] == expect
         env.step(np.where(rng.random((2, 10)) < 0.8, actions, rng.integers(0, 5, (2, 10))))
+
+
+def _reference_components(obst: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Row-major scan with a BFS from every unlabelled free cell (pogema's numbering)."""
+    h, w = obst.shape
+    labels = -np.ones((h, w), dtype=np.int64)
+    sizes: list[int] = []
+    for r in range(h):
+        for c in range(w):
+            if obst[r, c] or labels[r, c] >= 0:
+                continue
+            labels[r, c] = len(sizes)
+            todo, count = [(r, c)], 0
+            while todo:
+                x, y = todo.pop()
+                count += 1
+                for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    u, v = x + dx, y + dy
+                    if 0 <= u < h and 0 <= v < w and not obst[u, v] and labels[u, v] < 0:
+                        labels[u, v] = len(sizes)
+                        todo.append((u, v))
+            sizes.append(count)
+    return labels, sizes
+
+
+def test_label_components_equal_reference():
+    """Union-find labels equal a BFS labelling on random maps and on long snakes (deep trees)."""
+    rng = np.random.default_rng(7)
+    maps = [rng.random((int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < rng.uniform(0, 0.9)
+            for _ in range(400)]
+    snake = np.ones((21, 21), dtype=bool)
+    snake[::2] = False
+    snake[1::4, -1] = False
+    snake[3::4, 0] = False
+    maps += [snake, snake.T.copy(), np.zeros((1, 40), bool), np.ones((3, 3), bool)]
+    for obst in maps:
+        labels, sizes = G.label_components(obst)
+        ref, ref_sizes = _reference_components(obst)
+        assert (labels == ref).all() and sizes.tolist() == ref_sizes
+    assert G.label_components(snake)[1].tolist() == [int((~snake).sum())]  # one winding component
+    again = G.label_components(snake.copy())
+    assert again[0] is G.label_components(snake)[0] and not again[0].flags.writeable  # kept per map
+
+
+def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
+    """Repeated (map, target) pairs are copied from the cache; the rows equal a fresh BFS, also
+    after the cache was cleared for its byte bound."""
+    from memarl.envs import engine
+    from memarl.envs.pogema_env import PogemaEnv
+
+    text = "........\n.##..#..\n........\n..#.##..\n........"
+    kw = dict(map=text, num_agents=6, on_target="restart", max_episode_steps=30, seed=4, obs_radius=2,
+              observation_type="follower", collision_system="soft", num_envs=3)
+    cached = PogemaEnv(**kw)
+    assert cached._path_cache is not None
+    monkeypatch.setattr(engine, "PATH_CACHE_BYTES", 40 * cached.radius * 100)  # a few rows: cleared often
+    fresh = PogemaEnv(**kw)
+    fresh._path_cache = None
+    rng = np.random.default_rng(0)
+    obs_c, obs_f = cached.reset(), fresh.reset()
+    for _ in range(90):
+        assert np.array_equal(obs_c, obs_f)
+        assert np.array_equal(cached._moves, fresh._moves)
+        act = np.where(rng.random((3, 6)) < 0.8, cached.shortest_path_actions(), rng.integers(0, 5, (3, 6)))
+        obs_c, rew_c = cached.step(act)[:2]
+        obs_f, rew_f = fresh.step(act)[:2]
+        assert np.array_equal(rew_c, rew_f)
+    assert 0 < cached._path_cache_bytes <= engine.PATH_CACHE_BYTES
+    generated = PogemaEnv(size=8, num_agents=2, seed=0)
+    assert generated._path_cache is None  # a new map every episode: nothing to reuse

@@ -9,7 +9,7 @@ import pytest
 
 import memarl.envs as E
 from memarl.envs import grid as G
-from memarl.envs.pogema_env import PogemaConfig, PogemaEnv
+from memarl.envs.pogema_env import PogemaEnv
 from memarl.errors import MemarlError
 from memarl.registry import ENVS
 
@@ -237,6 +237,32 @@ def test_step_exact_generated_instances(mode):
         for i, pe in enumerate(pes):
             assert (env.obstacles(i) == pe.grid.get_obstacles(ignore_borders=True).astype(bool)).all()
         compare(env, pes, rng, steps + 1, follow=0.8)
+
+
+def test_step_exact_empty_outside_false():
+    """``empty_outside=False``: pogema's random obstacles beyond the ring, in every window."""
+    rng = np.random.default_rng(33)
+    seen_outside = 0
+    for c in range(24):
+        mode = MODES[c % 3]
+        radius = int(rng.choice([1, 2, 4]))
+        kw = dict(size=int(rng.integers(4, 10)), density=float(rng.choice([0.2, 0.4])), num_agents=3,
+                  on_target=mode, collision_system=["priority", "block_both"][c % 2], obs_radius=radius,
+                  max_episode_steps=24, seed=c, empty_outside=False, auto_reset=False)
+        if c % 4 == 3:  # a custom map: the outside density is the config's
+            kw.update(map=_text(rng.random((5, 6)) < 0.2), size=8)
+            kw.pop("size")
+        try:
+            pe = _pogema(**kw)
+        except OverflowError:
+            continue
+        env = PogemaEnv(**kw)
+        env.reset()
+        raw = env.pogema_observation()["obstacles"]
+        seen_outside += int(raw.sum() > PogemaEnv(**{**kw, "empty_outside": True}).reset()[:, :, 0].sum())
+        pe.last_obs = _pe_obs(pe)
+        compare(env, [pe], rng, 25, follow=0.8)
+    assert seen_outside >= 12  # the outside obstacles show up in the windows
 
 
 def test_step_exact_random_map_with_custom_positions():
@@ -538,6 +564,7 @@ def test_seeds_and_determinism():
     kw = dict(num_envs=3, size=10, num_agents=6, on_target="restart", max_episode_steps=10, seed=4)
     a, b = PogemaEnv(**kw), PogemaEnv(**kw)
     oa, ob = a.reset(), b.reset()
+    assert np.array_equal(oa, ob)
     assert a.instance_seeds == [4, 5, 6]
     rng = np.random.default_rng(1)
     for _ in range(25):

@@ -13,7 +13,8 @@ import pytest
 from memarl.cli import main
 from memarl.envs import grid as G
 from memarl.envs import suites as S
-from memarl.envs.pogema_env import PogemaConfig, PogemaEnv, draw_cell, draw_from_possible
+from memarl.envs.engine import draw_cell
+from memarl.envs.pogema_env import PogemaConfig, PogemaEnv, draw_from_possible
 from memarl.errors import MemarlError
 from memarl.registry import SUITES
 
