@@ -516,11 +516,6 @@ class BottleneckEnv(GridEngine):
         return self._lengths.copy()
 
     @property
-    def max_episode_steps(self) -> np.ndarray:
-        """``[N]`` time limit of each env's current episode."""
-        return self._max_steps.copy()
-
-    @property
     def subgoals(self) -> np.ndarray:
         """``[N, 2, 2]`` (row, col) next planned cell of each agent (its goal once finished)."""
         row, col = self._rc(self._planned_cells(self._cell))

@@ -30,6 +30,10 @@ OBSERVATION_TYPES = ("default", "POMAPF", "MAPF", "follower")
 INT32_MAX = np.iinfo(np.int32).max
 PATH_CACHE_BYTES = 64 << 20
 """bound of an engine's (map, target) -> first-move row cache; cleared whole when full"""
+MARK_TABLE_BYTES = 64 << 20
+"""bound of an engine's (map, target) -> per-cell path marks tables; cleared whole when full"""
+MARK_TABLE_MAX_K = 49
+"""windows up to 7 x 7 (R <= 3) keep per-cell path marks tables with the path cache"""
 
 _GRID_CACHE: dict[tuple[str, int], G.GridMap] = {}
 
@@ -99,6 +103,13 @@ class GridEngine(EpisodeEnds):
         self._hide_finished_targets = hide_finished_targets
         self._path_cache: dict[tuple[str, int], np.ndarray] | None = {} if cache_paths else None
         self._path_cache_bytes = 0
+        # with cached paths and small windows, also the path marks of every cell per (map, target),
+        # so that an agent's marks are one row read instead of a walk (Bottleneck: R = 2)
+        small = self._k <= MARK_TABLE_MAX_K
+        self._mark_tables: dict[tuple[str, int], int] | None = {} if cache_paths and small else None
+        self._mark_pool = np.zeros((0, self._k), dtype=np.uint8)  # [rows, K] all tables, one after another
+        self._mark_pool_used = 0
+        self._mark_off = np.full(n * a, -1, dtype=np.int64)  # [N*A] pool row of cell 0 of the agent's table; -1: walk
         # per agent, the first move toward its target from every cell of its map ([N*A, cap] uint8,
         # G.bfs_first_moves codes); rows of agents whose target changed are rebuilt together,
         # in one batched BFS, the next time a path is needed (_refresh_paths)
@@ -269,6 +280,7 @@ class GridEngine(EpisodeEnds):
         self._stale[:] = False
         if self._marks_key.size:
             self._marks_key[rows] = -1  # their kept path marks are for the old target
+        refreshed = rows
         cache = self._path_cache
         if cache is not None:
             targets = self._tcell.reshape(-1)
@@ -281,9 +293,7 @@ class GridEngine(EpisodeEnds):
                     self._moves[row, :got.size] = got
                     self._moves[row, got.size:] = G.FIRST_MOVE_NONE
             rows = np.array(missed, dtype=np.int64)
-            if not rows.size:
-                return
-        envs = rows // a
+        envs = rows // a  # (no rows: every refreshed agent's row came from the cache)
         # targets of maps with one shape share one BFS (all of them unless map_name names several)
         shape_of = {}
         for i in np.unique(envs).tolist():
@@ -310,6 +320,33 @@ class GridEngine(EpisodeEnds):
                 flat_targets = self._tcell.reshape(-1)
                 keys = [(self._grids[row // a].key, int(flat_targets[row])) for row in g_rows.tolist()]
                 self._remember_paths(keys, full.reshape(g_rows.size, hp * wp))
+        if self._mark_tables is not None:
+            self._attach_mark_tables(refreshed)
+
+    def _attach_mark_tables(self, rows: np.ndarray) -> None:
+        """Point agents ``rows`` at the path marks table of their (map, target), made if missing."""
+        a, targets, tables = self.num_agents, self._tcell.reshape(-1), self._mark_tables
+        for row in rows.tolist():
+            grid = self._grids[row // a]
+            key = (grid.key, int(targets[row]))
+            off = tables.get(key)
+            if off is None:
+                size = grid.num_cells
+                if (self._mark_pool_used + size) * self._k > MARK_TABLE_BYTES:  # full: start over
+                    tables.clear()
+                    self._mark_pool_used = 0
+                    self._mark_off[:] = -1  # agents attached earlier walk until their next refresh
+                off = self._mark_pool_used
+                if off + size > self._mark_pool.shape[0]:
+                    grown = np.zeros((max(off + size, 2 * self._mark_pool.shape[0]), self._k), dtype=np.uint8)
+                    grown[:off] = self._mark_pool[:off]
+                    self._mark_pool = grown
+                self._mark_pool[off:off + size] = 0
+                cells = grid.free_cells
+                self._walker.walk(self._moves[row], cells, grid.padded_width, self._mark_pool, rows=off + cells)
+                tables[key] = off
+                self._mark_pool_used = off + size
+            self._mark_off[row] = off
 
     def _remember_paths(self, keys: list[tuple[str, int]], moves: np.ndarray) -> None:
         """Keep the first-move rows ``moves`` ``[P, cells]`` under their (map key, target cell)."""
@@ -568,12 +605,18 @@ class GridEngine(EpisodeEnds):
             self._marks_key = np.full(m, -1, dtype=np.int64)
         todo = np.flatnonzero(key != self._marks_key)
         if todo.size:
+            self._marks_key = key
+            if self._mark_tables is not None:  # agents with a marks table read their row
+                off = self._mark_off[todo]
+                tabled = off >= 0
+                self._marks[todo[tabled]] = self._mark_pool[off[tabled] + self._cell.reshape(-1)[todo[tabled]]]
+                todo = todo[~tabled]
+        if todo.size:
             self._marks[todo] = 0
             width = self._common_width()
             if width is None:
                 width = np.repeat(self._wp, a)[todo]
             self._walker.walk(self._moves.reshape(-1), key[todo], width, self._marks, rows=todo)
-            self._marks_key = key
         planes = np.empty((3, m, k), dtype=np.uint8)  # [C, M, K]; channel 0 holds -1 as 255
         np.bitwise_and(win, 1, out=planes[0])
         np.subtract(self._marks, planes[0], out=planes[0])  # path +1, obstacle -1 (never both)
@@ -644,6 +687,11 @@ class GridEngine(EpisodeEnds):
     def elapsed_steps(self) -> np.ndarray:
         """``[N]`` steps taken in the current episode."""
         return self._t.copy()
+
+    @property
+    def max_episode_steps(self) -> np.ndarray:
+        """``[N]`` time limit of each env's current episode."""
+        return self._max_steps.copy()
 
     @property
     def done(self) -> np.ndarray:

@@ -265,8 +265,9 @@ def test_label_components_equal_reference():
 
 
 def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
-    """Repeated (map, target) pairs are copied from the cache; the rows equal a fresh BFS, also
-    after the cache was cleared for its byte bound."""
+    """Repeated (map, target) pairs are copied from the cache and their path marks read from
+    per-cell tables; rows and observations equal a fresh BFS and walk, also after the cache and
+    the tables were cleared for their byte bounds."""
     from memarl.envs import engine
     from memarl.envs.pogema_env import PogemaEnv
 
@@ -276,8 +277,9 @@ def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
     cached = PogemaEnv(**kw)
     assert cached._path_cache is not None
     monkeypatch.setattr(engine, "PATH_CACHE_BYTES", 40 * cached.radius * 100)  # a few rows: cleared often
+    monkeypatch.setattr(engine, "MARK_TABLE_BYTES", 3 * 108 * 25)  # three tables (5+4 x 8+4 cells, K=25)
     fresh = PogemaEnv(**kw)
-    fresh._path_cache = None
+    fresh._path_cache = fresh._mark_tables = None  # searches and walks everything
     rng = np.random.default_rng(0)
     obs_c, obs_f = cached.reset(), fresh.reset()
     for _ in range(90):
@@ -288,5 +290,6 @@ def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
         obs_f, rew_f = fresh.step(act)[:2]
         assert np.array_equal(rew_c, rew_f)
     assert 0 < cached._path_cache_bytes <= engine.PATH_CACHE_BYTES
+    assert cached._mark_tables and (cached._mark_off >= 0).any()
     generated = PogemaEnv(size=8, num_agents=2, seed=0)
     assert generated._path_cache is None  # a new map every episode: nothing to reuse
