@@ -361,7 +361,7 @@ class BottleneckEnv(GridEngine):
         super().__init__(num_envs=config.num_envs, num_agents=NUM_AGENTS, radius=config.obs_radius,
                          observation_type="follower", collision_system=config.collision_system,
                          on_target="finish", autoreset=config.autoreset, plan_moves=True, cache_paths=True,
-                         hide_finished_targets=config.hide_finished_targets)
+                         mark_tables=True, hide_finished_targets=config.hide_finished_targets)
         n = self.num_envs
         scheme = REWARD_SCHEMES[config.reward]
         self._towards_reward = np.float32(scheme.towards)

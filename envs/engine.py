@@ -12,7 +12,9 @@ and :class:`~memarl.envs.bottleneck.BottleneckEnv`.
 Shortest paths: per agent, one row of first moves toward its target over its map
 (:func:`~memarl.envs.grid.bfs_first_moves`), rebuilt in one batched BFS for all agents whose
 target changed. Tasks whose maps repeat (Bottleneck, named or fixed maps) keep the rows of
-each (map, target) in a bounded cache, so a repeated target costs a copy instead of a BFS.
+each (map, target) in a bounded cache, so a repeated target costs a copy instead of a BFS;
+Bottleneck, whose goals are the few room cells, also keeps the path marks of every cell per
+(map, target), so its path channel is a row read instead of a walk.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ PATH_CACHE_BYTES = 64 << 20
 MARK_TABLE_BYTES = 64 << 20
 """bound of an engine's (map, target) -> per-cell path marks tables; cleared whole when full"""
 MARK_TABLE_MAX_K = 49
-"""windows up to 7 x 7 (R <= 3) keep per-cell path marks tables with the path cache"""
+"""per-cell path marks tables (``mark_tables``) are kept for windows up to 7 x 7 (R <= 3)"""
 
 _GRID_CACHE: dict[tuple[str, int], G.GridMap] = {}
 
@@ -75,11 +77,14 @@ class GridEngine(EpisodeEnds):
 
     def __init__(self, *, num_envs: int, num_agents: int, radius: int, observation_type: str,
                  collision_system: str, on_target: str, autoreset: bool, plan_moves: bool = False,
-                 cache_paths: bool = False, hide_finished_targets: bool = False):
+                 cache_paths: bool = False, mark_tables: bool = False, hide_finished_targets: bool = False):
         """``plan_moves``: ``step`` passes each agent's next shortest-path cell (planned before the
         move) to ``_step_reward``; ``cache_paths``: keep first-move rows per (map, target) (for
-        maps that repeat); ``hide_finished_targets``: the follower target channel drops the
-        targets of agents that left the grid (``finish`` mode)."""
+        maps that repeat); ``mark_tables`` (with ``cache_paths``, windows up to 7 x 7): also keep
+        the path marks of every cell per (map, target), worth it when few targets repeat often
+        (Bottleneck's room cells; a table costs a walk from every cell of the map);
+        ``hide_finished_targets``: the follower target channel drops the targets of agents that
+        left the grid (``finish`` mode)."""
         if on_target not in ON_TARGET:
             raise MemarlError(f"unknown on_target {on_target!r}; known: {', '.join(ON_TARGET)}")
         if observation_type not in OBSERVATION_TYPES:
@@ -105,8 +110,8 @@ class GridEngine(EpisodeEnds):
         self._path_cache_bytes = 0
         # with cached paths and small windows, also the path marks of every cell per (map, target),
         # so that an agent's marks are one row read instead of a walk (Bottleneck: R = 2)
-        small = self._k <= MARK_TABLE_MAX_K
-        self._mark_tables: dict[tuple[str, int], int] | None = {} if cache_paths and small else None
+        tabled = mark_tables and cache_paths and self._k <= MARK_TABLE_MAX_K
+        self._mark_tables: dict[tuple[str, int], int] | None = {} if tabled else None
         self._mark_pool = np.zeros((0, self._k), dtype=np.uint8)  # [rows, K] all tables, one after another
         self._mark_pool_used = 0
         self._mark_off = np.full(n * a, -1, dtype=np.int64)  # [N*A] pool row of cell 0 of the agent's table; -1: walk

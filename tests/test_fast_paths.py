@@ -275,7 +275,8 @@ def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
     kw = dict(map=text, num_agents=6, on_target="restart", max_episode_steps=30, seed=4, obs_radius=2,
               observation_type="follower", collision_system="soft", num_envs=3)
     cached = PogemaEnv(**kw)
-    assert cached._path_cache is not None
+    assert cached._path_cache is not None and cached._mark_tables is None  # PogemaEnv walks
+    cached._mark_tables = {}  # as Bottleneck: marks tables too
     monkeypatch.setattr(engine, "PATH_CACHE_BYTES", 40 * cached.radius * 100)  # a few rows: cleared often
     monkeypatch.setattr(engine, "MARK_TABLE_BYTES", 3 * 108 * 25)  # three tables (5+4 x 8+4 cells, K=25)
     fresh = PogemaEnv(**kw)
