@@ -544,19 +544,23 @@ def resolve_soft(cells: np.ndarray, proposed: np.ndarray, active: np.ndarray,
     have = (cells + env_key).reshape(-1)  # [NA] current cell
     mover = (active & passable & (proposed != cells)).reshape(-1)
     slots = _cell_scratch(n * span)  # [n * span] all _NOBODY; restored before returning
-    # 2./3. vertex conflicts: the lowest index of the movers asking for a cell wins it
-    movers = np.flatnonzero(mover)  # [V]
-    key = want[movers]
-    np.minimum.at(slots, key, movers)
-    won = slots[key] == movers
-    slots[key] = _NOBODY
-    movers, key = movers[won], key[won]
-    # 4. occupant of each requested cell (active agents stand on distinct cells)
-    on_grid = np.flatnonzero(active.reshape(-1))  # [G]
-    slots[have[on_grid]] = on_grid
-    occupant = slots[key]  # [V'] agent index, _NOBODY = empty
-    slots[have[on_grid]] = _NOBODY
-    waits = occupant != _NOBODY
+    try:
+        # 2./3. vertex conflicts: the lowest index of the movers asking for a cell wins it
+        movers = np.flatnonzero(mover)  # [V]
+        key = want[movers]
+        np.minimum.at(slots, key, movers)
+        won = slots[key] == movers
+        slots[key] = _NOBODY
+        movers, key = movers[won], key[won]
+        # 4. occupant of each requested cell (active agents stand on distinct cells)
+        on_grid = np.flatnonzero(active.reshape(-1))  # [G]
+        slots[have[on_grid]] = on_grid
+        occupant = slots[key]  # [V'] agent index, _NOBODY = empty
+        slots[have[on_grid]] = _NOBODY
+        waits = occupant != _NOBODY
+    except BaseException:  # an interrupt between a write and its restore must not leave marks
+        slots.fill(_NOBODY)
+        raise
     allowed = np.zeros(m, dtype=bool)
     allowed[movers[~waits]] = True  # moves into empty cells
     follower = movers[waits]  # [W] movers behind an occupant

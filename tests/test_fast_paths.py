@@ -294,3 +294,26 @@ def test_path_cache_rows_equal_a_fresh_search(monkeypatch):
     assert cached._mark_tables and (cached._mark_off >= 0).any()
     generated = PogemaEnv(size=8, num_agents=2, seed=0)
     assert generated._path_cache is None  # a new map every episode: nothing to reuse
+
+
+def test_soft_scratch_is_restored(monkeypatch):
+    """The reused per-cell scratch of resolve_soft is all 'nobody' again after every call, also
+    after one interrupted between a write and its restore (KeyboardInterrupt)."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n, a = int(rng.integers(1, 6)), int(rng.integers(1, 9))
+        cells = np.stack([rng.choice(30, a, replace=False) for _ in range(n)])
+        proposed = cells + rng.choice([-6, -1, 0, 1, 6], (n, a))
+        G.resolve_soft(cells, proposed, rng.random((n, a)) < 0.9, rng.random((n, a)) < 0.9)
+        assert (G._SCRATCH.slots == G._NOBODY).all()
+
+    class Interrupting(np.ndarray):
+        def __eq__(self, other):  # the winners' check runs right after the scratch was written
+            raise KeyboardInterrupt
+
+    real = np.flatnonzero
+    monkeypatch.setattr(np, "flatnonzero", lambda x: real(x).view(Interrupting))
+    with pytest.raises(KeyboardInterrupt):
+        G.resolve_soft(np.array([[1, 2, 3]]), np.array([[2, 3, 4]]), np.ones((1, 3), bool), np.ones((1, 3), bool))
+    monkeypatch.undo()
+    assert (G._SCRATCH.slots == G._NOBODY).all()
