@@ -135,7 +135,10 @@ class GridEngine(EpisodeEnds):
         self._obst = np.zeros(0, dtype=np.uint8)
         self._comp = np.zeros(0, dtype=np.int32)
         self._wp = np.ones(n, dtype=np.int64)
-        self._delta = np.zeros((n, G.NUM_ACTIONS), dtype=np.int64)
+        self._delta = np.zeros((n, G.NUM_ACTIONS + 1), dtype=np.int64)  # [N, 6] flat step per action / first-move code
+        self._delta_base = (np.arange(n, dtype=np.int64) * (G.NUM_ACTIONS + 1))[:, None]  # [N, 1] rows of _delta, flat
+        self._env_base = np.zeros((n, 1), dtype=np.int64)  # [N, 1] env * cap: the envs' slices of the flat arrays
+        self._row_base = np.zeros((n, a), dtype=np.int64)  # [N, A] (env * A + agent) * cap: rows of _moves
         self._row_offs = np.zeros((n, s), dtype=np.int64)  # [N, 2R+1] flat offset of each window row
         self._cell = np.zeros((n, a), dtype=np.int64)
         self._start = np.zeros((n, a), dtype=np.int64)
@@ -196,7 +199,7 @@ class GridEngine(EpisodeEnds):
         self._obst[base:base + self._cap] = 0
         self._obst[base:base + grid.num_cells] = (grid.padded if outside is None else outside).reshape(-1)
         self._wp[i] = wp
-        self._delta[i] = G.MOVES[:, 0] * wp + G.MOVES[:, 1]
+        self._delta[i, :G.NUM_ACTIONS] = G.MOVES[:, 0] * wp + G.MOVES[:, 1]
         self._row_offs[i] = np.arange(self._side) * wp
         cells = grid.cell(starts[:, 0], starts[:, 1])
         self._cell[i] = cells
@@ -263,6 +266,8 @@ class GridEngine(EpisodeEnds):
         self._obst = grow(self._obst, 0)
         self._comp = grow(self._comp, -1)
         self._cap = new
+        self._env_base = (np.arange(n, dtype=np.int64) * new)[:, None]
+        self._row_base = np.arange(n * self.num_agents, dtype=np.int64).reshape(n, self.num_agents) * new
 
 
     # ---------------------------------------------------------------- step
@@ -383,13 +388,12 @@ class GridEngine(EpisodeEnds):
     def _first_moves(self, cells: np.ndarray) -> np.ndarray:
         """``[N, A]`` first-move code (G.bfs_first_moves) of each agent at ``cells`` toward its target."""
         self._refresh_paths()
-        rows = np.arange(self.num_envs * self.num_agents).reshape(cells.shape)
-        return self._moves[rows, cells]
+        return self._moves.reshape(-1)[self._row_base + cells]
 
     def _planned_cells(self, cells: np.ndarray) -> np.ndarray:
         """``[N, A]`` next cell on each agent's shortest path (its own cell on the target, -1 if unreachable)."""
-        code = self._first_moves(cells).astype(np.int64)
-        nxt = cells + self._delta[self._env_idx[:, None], np.minimum(code, G.NUM_ACTIONS - 1)]
+        code = self._first_moves(cells)
+        nxt = cells + self._delta.reshape(-1)[self._delta_base + code]  # code 5 (no path) reads the 6th column, 0
         return np.where(code == G.FIRST_MOVE_NONE, -1, nxt)
 
     def _new_target(self, i: int, j: int) -> int:
@@ -423,8 +427,8 @@ class GridEngine(EpisodeEnds):
         running = ~self._done
         active = self.alive
         cells = self._cell
-        base = (self._env_idx * self._cap)[:, None]
-        proposed = cells + self._delta[self._env_idx[:, None], act]
+        base = self._env_base
+        proposed = cells + self._delta.reshape(-1)[self._delta_base + act]
         # the next path cell as planned before the move  # [N, A]
         planned = self._planned_cells(cells) if self._plan_moves else None
         passable = self._pass[base + proposed]
@@ -514,7 +518,7 @@ class GridEngine(EpisodeEnds):
         n, a, k = self.num_envs, self.num_agents, self._k
         layer = self._layer_buffer()  # [N * cap] bit 0: obstacle, bit 1: agent (one gather for both)
         np.copyto(layer, self._obst)
-        layer[(self._env_idx[:, None] * self._cap + self._cell)[self.alive]] |= 2
+        layer[(self._env_base + self._cell)[self.alive]] |= 2
         win = self._window_bytes(layer).reshape(n, a, k)
         return win & 1, win >> 1
 
@@ -533,7 +537,7 @@ class GridEngine(EpisodeEnds):
             rows = np.ndarray(buffer=layer, dtype=np.dtype((np.void, side)), shape=(layer.size - side + 1,),
                               strides=(1,))
             self._layer_views = (layer, rows)
-        top_left = (self._env_idx * self._cap)[:, None] + self._cell - r * (self._wp[:, None] + 1)  # [N, A]
+        top_left = self._env_base + self._cell - r * (self._wp[:, None] + 1)  # [N, A]
         idx = top_left[:, :, None] + self._row_offs[:, None, :]  # [N, A, 2R+1] start of each window row
         return rows[idx].view(np.uint8).reshape(n * a, self._k)
 
@@ -587,7 +591,7 @@ class GridEngine(EpisodeEnds):
         """
         n, a, r, side, k, cap = self.num_envs, self.num_agents, self.radius, self._side, self._k, self._cap
         m = n * a
-        base = (self._env_idx * cap)[:, None]  # [N, 1]
+        base = self._env_base  # [N, 1]
         if self._targets_changed:
             # bit 2: the target of some agent (finished ones included), bit 3: of two or more,
             # so that a cell stays marked for an observer whose own target it also is
@@ -635,7 +639,8 @@ class GridEngine(EpisodeEnds):
         slot, inside = G.window_index(trow - row, tcol - col, r)
         own = np.flatnonzero(inside)  # [M'] flat agent index
         own_slot = slot.reshape(-1)[own]
-        planes[2, own, own_slot] = win[own, own_slot] >> 3
+        own_flat = own * k + own_slot
+        planes[2].reshape(-1)[own_flat] = win.reshape(-1)[own_flat] >> 3
         alive = self.alive.reshape(-1)
         if not alive.all():
             planes[:, ~alive] = 0
