@@ -166,10 +166,16 @@ class GridEngine(EpisodeEnds):
 
     # ---------------------------------------------------------------- episodes
 
-    def _reset_all(self) -> np.ndarray:
-        """Start a new episode in every env (``_reset_env``); the first observations."""
+    def _reset_all(self, seeds: list | None = None) -> np.ndarray:
+        """Start a new episode in every env (``_reset_env``); the first observations.
+
+        ``seeds``: per env, an instance seed passed on to ``_reset_env(i, seed)`` (PogemaEnv's).
+        """
         for i in range(self.num_envs):
-            self._reset_env(i)
+            if seeds is None:
+                self._reset_env(i)
+            else:
+                self._reset_env(i, seeds[i])
         self._done[:] = False
         self._needs_reset = False
         return self._observe()
@@ -269,7 +275,6 @@ class GridEngine(EpisodeEnds):
         self._env_base = (np.arange(n, dtype=np.int64) * new)[:, None]
         self._row_base = np.arange(n * self.num_agents, dtype=np.int64).reshape(n, self.num_agents) * new
 
-
     # ---------------------------------------------------------------- step
 
     def _refresh_paths(self) -> None:
@@ -313,23 +318,17 @@ class GridEngine(EpisodeEnds):
             group = np.array(group)
             sel = np.isin(envs, group) if len(shape_of) > 1 else slice(None)
             g_rows, g_envs = rows[sel], envs[sel]
-            # the BFS runs on the map and its obstacle ring (padded rows/cols r-1 .. r+h / r+w):
-            # the cells beyond the ring are never reached
-            ring = np.stack([self._pass[i * cap:i * cap + hp * wp].reshape(hp, wp)[r - 1:r + h + 1, r - 1:r + w + 1]
+            ring = np.stack([self._ring(self._pass[i * cap:i * cap + hp * wp], h, w)
                              for i in group.tolist()])  # [E, h+2, w+2]
             where = np.searchsorted(group, g_envs)  # [P] which of the group's maps
-            trow, tcol = np.divmod(self._tcell.reshape(-1)[g_rows], wp)
-            targets = (trow - r + 1) * (w + 2) + (tcol - r + 1)
-            codes = G.bfs_first_moves(ring[where], targets)  # [P, h+2, w+2]
-            full = np.full((g_rows.size, hp, wp), G.FIRST_MOVE_NONE, dtype=np.uint8)
-            full[:, r - 1:r + h + 1, r - 1:r + w + 1] = codes
-            self._moves[g_rows, :hp * wp] = full.reshape(g_rows.size, hp * wp)
+            g_targets = self._tcell.reshape(-1)[g_rows]
+            full = self._bfs_rows(ring[where], g_targets, h, w)  # [P, hp * wp]
+            self._moves[g_rows, :hp * wp] = full
             if hp * wp < cap:
                 self._moves[g_rows, hp * wp:] = G.FIRST_MOVE_NONE
             if cache is not None:
-                flat_targets = self._tcell.reshape(-1)
-                keys = [(self._grids[row // a].key, int(flat_targets[row])) for row in g_rows.tolist()]
-                self._remember_paths(keys, full.reshape(g_rows.size, hp * wp))
+                keys = [(self._grids[row // a].key, int(t)) for row, t in zip(g_rows.tolist(), g_targets.tolist())]
+                self._remember_paths(keys, full)
         if self._mark_tables is not None:
             self._attach_mark_tables(refreshed)
 
@@ -376,14 +375,27 @@ class GridEngine(EpisodeEnds):
         todo = [int(t) for t in np.asarray(targets).reshape(-1) if (grid.key, int(t)) not in self._path_cache]
         if not todo:
             return
-        r, (h, w), (hp, wp) = self.radius, grid.obstacles.shape, grid.padded.shape
-        ring = grid.passable.reshape(hp, wp)[r - 1:r + h + 1, r - 1:r + w + 1]  # the map and its obstacle ring
-        trow, tcol = np.divmod(np.array(todo), wp)
-        codes = G.bfs_first_moves(np.broadcast_to(ring, (len(todo),) + ring.shape),
-                                  (trow - r + 1) * (w + 2) + (tcol - r + 1))
-        full = np.full((len(todo), hp, wp), G.FIRST_MOVE_NONE, dtype=np.uint8)
+        h, w = grid.obstacles.shape
+        ring = self._ring(grid.passable, h, w)
+        full = self._bfs_rows(np.broadcast_to(ring, (len(todo),) + ring.shape), np.array(todo), h, w)
+        self._remember_paths([(grid.key, t) for t in todo], full)
+
+    def _ring(self, passable: np.ndarray, h: int, w: int) -> np.ndarray:
+        """The map and its obstacle ring ``[h+2, w+2]`` (padded rows/cols R-1 .. R+h / R+w) of a
+        flat padded ``passable`` grid: the BFS never reaches the cells beyond the ring."""
+        r = self.radius
+        return passable.reshape(h + 2 * r, w + 2 * r)[r - 1:r + h + 1, r - 1:r + w + 1]
+
+    def _bfs_rows(self, rings: np.ndarray, targets: np.ndarray, h: int, w: int) -> np.ndarray:
+        """First-move rows ``[P, (h+2R) * (w+2R)]`` over the padded grid for ``targets`` (padded
+        cells), searched on ``rings`` ``[P, h+2, w+2]`` (:meth:`_ring`); cells beyond the ring: none."""
+        r = self.radius
+        hp, wp = h + 2 * r, w + 2 * r
+        trow, tcol = np.divmod(targets, wp)
+        codes = G.bfs_first_moves(rings, (trow - r + 1) * (w + 2) + (tcol - r + 1))  # [P, h+2, w+2]
+        full = np.full((len(targets), hp, wp), G.FIRST_MOVE_NONE, dtype=np.uint8)
         full[:, r - 1:r + h + 1, r - 1:r + w + 1] = codes
-        self._remember_paths([(grid.key, t) for t in todo], full.reshape(len(todo), hp * wp))
+        return full.reshape(len(targets), hp * wp)
 
     def _first_moves(self, cells: np.ndarray) -> np.ndarray:
         """``[N, A]`` first-move code (G.bfs_first_moves) of each agent at ``cells`` toward its target."""
@@ -418,6 +430,7 @@ class GridEngine(EpisodeEnds):
         if comp.size < 2:
             return cell
         return draw_cell(rng, comp, cell)
+
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all envs with ``actions [N, A]``; see the task's docstring for the outputs."""
         if self._needs_reset:

@@ -467,9 +467,9 @@ class PogemaEnv(GridEngine):
         targets. The map is padded by R with a 1-cell obstacle ring around it; cells beyond the
         ring read as free (``empty_outside=True``) or hold pogema's random obstacles
         (``empty_outside=False``: ``default_rng(seed).binomial(1, density)`` over the padded
-        grid, seen in the windows only, since nobody passes the ring). ``on_target`` picks the mode: ``finish`` (an
-        agent that reaches its target gets +1 once and leaves the grid: it neither moves nor
-        blocks; the episode ends when all arrived), ``nothing`` (classical MAPF: agents stay;
+        grid, seen in the windows only, since nobody passes the ring). ``on_target`` picks the
+        mode: ``finish`` (an agent that reaches its target gets +1 once and leaves the grid: it
+        neither moves nor blocks; the episode ends when all arrived), ``nothing`` (classical MAPF: agents stay;
         +1 to all and all terminated on the first step where every agent stands on its target)
         and ``restart`` (lifelong MAPF: +1 per arrival and a new target at once; never
         terminates). For ``priority`` and ``block_both`` positions, rewards, terminated,
@@ -593,11 +593,7 @@ class PogemaEnv(GridEngine):
             seeds = list(options["seeds"])
             if len(seeds) != self.num_envs or not all(s is None or (_is_int(s) and s >= 0) for s in seeds):
                 raise MemarlError(f"options['seeds'] must be {self.num_envs} non-negative integers (or None)")
-        for i in range(self.num_envs):
-            self._reset_env(i, None if seeds is None else seeds[i])
-        self._done[:] = False
-        self._needs_reset = False
-        return self._observe()
+        return self._reset_all(seeds)
 
     def _next_seed(self, i: int) -> int:
         if self._seed is None:
