@@ -35,7 +35,8 @@ def load_policy(path: str, which: str = "best", device: str = "cpu", agent: str 
 
     Args:
         path: run directory (``runs/<name>``) or checkpoint file (``.pt``).
-        which: ``best`` (falling back to ``latest``) or ``latest`` when ``path`` is a run directory.
+        which: ``best`` (falling back to ``latest``), ``latest`` (the newest readable
+            checkpoint), or a checkpoint file (a path, or a file name in ``RUN/checkpoints``).
         device: where to put the weights.
         agent: if given, the checkpoint must hold this agent, else a :class:`MemarlError` is raised.
 

@@ -11,7 +11,7 @@ import sys
 import typing
 from pathlib import Path
 
-from memarl.configs import field_docs, parse_key_values, parse_value
+from memarl.configs import field_docs, option_label, parse_key_values, parse_value
 from memarl.errors import MemarlError, TrainingInterrupted
 
 
@@ -71,8 +71,10 @@ def _typed(kind, name):
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple = (),
-                           title: str | None = None) -> list[str]:
-    """One ``--kebab-name`` option per field, default None so explicit values can be told apart."""
+                           title: str | None = None, positional: tuple = ()) -> list[str]:
+    """One ``--kebab-name`` option per field of the config ``cls`` (``positional`` fields are
+    arguments), default None so explicit values can be told apart. A bool field that defaults to
+    False is a flag; others take a value."""
     group = parser.add_argument_group(title) if title else parser
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     names = []
@@ -80,16 +82,50 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tup
         if field.name in skip:
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
-                           metavar=field.name.upper(), type=_typed(hints[field.name], field.name),
-                           help=f"{docs.get(field.name, '')} (default: {default})")
+        help_text = docs.get(field.name, "") + ("" if default in (None, "") else f" (default: {default})")
+        if field.name in positional:
+            group.add_argument(field.name, nargs="?" if default is None else None,
+                               type=_typed(hints[field.name], field.name), help=docs.get(field.name))
+        elif hints[field.name] is bool and default is False:
+            group.add_argument(option_label(field.name), dest=field.name, action="store_true",
+                               default=None, help=docs.get(field.name, ""))
+        else:
+            group.add_argument(option_label(field.name), dest=field.name, default=None,
+                               metavar=field.name.upper(), type=_typed(hints[field.name], field.name),
+                               help=help_text)
         names.append(field.name)
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _given(args: argparse.Namespace, cls: type, skip: tuple = ()) -> dict:
+    """The fields of ``cls`` the user gave on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+TRAIN_SKIP = ("env_options", "agent_options", "ppo")
+"""TrainConfig fields that are not options of their own (--env-opt, --agent-opt, PPO options)"""
+POSITIONAL = {"eval": ("run",), "render": ("run",), "bench env": ("env",)}
+"""config fields that are positional arguments, per command"""
+
+
+def command_configs() -> dict[str, list[tuple[type, tuple[str, ...]]]]:
+    """Each command's config classes and the fields that are not options, e.g. ``"bench env"``.
+
+    The parser is built from these, so the fuzz harness (tests/fuzz.py) finds every option here.
+    """
+    from memarl.eval.bench import BenchEnvConfig
+    from memarl.eval.evaluate import EvalConfig
+    from memarl.eval.render import RenderConfig
     from memarl.train.ppo import PPOConfig
     from memarl.train.trainer import TrainConfig
+    return {"train": [(TrainConfig, TRAIN_SKIP), (PPOConfig, ())], "eval": [(EvalConfig, ())],
+            "render": [(RenderConfig, ())], "bench env": [(BenchEnvConfig, ())]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    configs = command_configs()
+    (train_config, _), (ppo_config, _) = configs["train"]
 
     parser = _Parser(prog="memarl", description="Multi-agent RL with memory: train, evaluate "
                      "and render SRMT and its ablations on grid pathfinding tasks.")
@@ -99,56 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Train an agent with PPO. Progress is printed live; "
                                 "TensorBoard logs go to RUN_DIR/tb.")
-    _add_dataclass_options(train, TrainConfig, skip=("env_options", "agent_options", "ppo"))
+    _add_dataclass_options(train, train_config, skip=TRAIN_SKIP)
     train.add_argument("--env-opt", action="append", metavar="KEY=VALUE",
                        help="an option of the env's own config, e.g. reward=sparse (repeatable)")
     train.add_argument("--agent-opt", action="append", metavar="KEY=VALUE",
                        help="an option of the agent's own config, e.g. attention=causal_mem_first "
                             "(repeatable)")
     train.add_argument("--resume", metavar="RUN", default=None,
-                       help="continue the run in RUN from its latest checkpoint (only "
-                            "total-steps, device and logging settings may change)")
-    _add_dataclass_options(train, PPOConfig, title="PPO")
+                       help="continue the run in RUN from its newest readable checkpoint (a "
+                            "run without one restarts at step 0 from its saved config); "
+                            "--total-steps must exceed the run's steps; only total-steps, "
+                            "device and logging settings may change")
+    _add_dataclass_options(train, ppo_config, title="PPO")
 
     evaluate = commands.add_parser("eval", help="evaluate a run on a map suite",
                                    description="Run a checkpoint on every map x seed of a suite; "
                                    "write one CSV row per episode, a Markdown table and a PNG plot.")
-    evaluate.add_argument("run", nargs="?", default=None,
-                          help="run directory or checkpoint file (or --baseline instead)")
-    evaluate.add_argument("--suite", required=True, help="suite name (`memarl list suites`)")
-    evaluate.add_argument("--baseline", default=None,
-                          help="evaluate a scripted baseline instead of a run (POGEMA suites): "
-                               "greedy or greedy-random")
-    evaluate.add_argument("--maps", type=int, default=None,
-                          help="POGEMA suites: only the first MAPS maps (quick looks)")
-    evaluate.add_argument("--agents", default=None,
-                          help="POGEMA suites: comma-separated subset of the agent counts")
-    evaluate.add_argument("--episodes", type=int, default=None,
-                          help="seeds per map (default: the suite's, 10 for bottleneck-test)")
-    evaluate.add_argument("--checkpoint", default="best",
-                          help="best (falls back to latest), latest, or a checkpoint file")
-    evaluate.add_argument("--deterministic", action="store_true",
-                          help="act by argmax instead of sampling (recorded in the table)")
-    evaluate.add_argument("--max-corridor-length", type=int, default=None,
-                          help="skip maps longer than this (quick looks)")
-    evaluate.add_argument("--out", default=None, help="output folder (default RUN/eval/SUITE)")
-    evaluate.add_argument("--force", action="store_true",
-                          help="replace the results of an earlier evaluation in the output folder")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of action sampling")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    _add_dataclass_options(evaluate, configs["eval"][0][0], positional=POSITIONAL["eval"])
 
-    render = commands.add_parser("render", help="write a GIF (and MP4 with ffmpeg) of one episode")
-    render.add_argument("run", help="run directory or checkpoint file")
-    render.add_argument("--out", required=True, help="output file: .gif or .mp4")
-    render.add_argument("--corridor-length", type=int, default=5, help="Bottleneck corridor length L")
-    render.add_argument("--seed", type=int, default=0, help="episode seed (fixes start and goal)")
-    render.add_argument("--max-steps", type=int, default=None,
-                        help="episode length (default the test rule 2L+100)")
-    render.add_argument("--checkpoint", default="best", help="best, latest, or a checkpoint file")
-    render.add_argument("--deterministic", action="store_true", help="act by argmax")
-    render.add_argument("--fps", type=int, default=6, help="frames per second")
-    render.add_argument("--cell", type=int, default=24, help="pixels per grid cell")
-    render.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    render = commands.add_parser("render", help="write a GIF and an MP4 of one episode")
+    _add_dataclass_options(render, configs["render"][0][0], positional=POSITIONAL["render"])
 
     listing = commands.add_parser("list", help="list envs, agents or suites")
     listing.add_argument("what", choices=["envs", "agents", "suites"])
@@ -168,17 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed against a reference in the same run")
     bench_what = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
     bench_env = bench_what.add_parser("env", help="agent-steps/s of our batched env vs pogema 1.4.0")
-    bench_env.add_argument("env", help="env id: bottleneck or pogema-lmapf")
-    bench_env.add_argument("--num-envs", type=int, default=None,
-                           help="envs in our batch (default: bottleneck 64; pogema-lmapf 4096 // agents)")
-    bench_env.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
-    bench_env.add_argument("--configs", nargs="+", default=None,
-                           help="pogema-lmapf: configurations to run (default all: 64a-32x32 8a-8x8 256a-64x64)")
-    bench_env.add_argument("--out", default=None,
-                           help="also write bench_env_<env>.json and .md into this folder")
-    bench_env.add_argument("--force", action="store_true", help="let --out replace earlier results")
-    bench_env.add_argument("--json", default=None, help="also write the result as JSON here")
-    bench_env.add_argument("--markdown", default=None, help="also write the table as Markdown here")
+    _add_dataclass_options(bench_env, configs["bench env"][0][0], positional=POSITIONAL["bench env"])
     return parser
 
 
@@ -186,11 +182,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
     from memarl.train.ppo import PPOConfig
     from memarl.train.trainer import TrainConfig, load_resume_config, train
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("env_options", "agent_options", "ppo")
-             and getattr(args, f.name) is not None}
-    ppo_given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)
-                 if getattr(args, f.name) is not None}
+    given = _given(args, TrainConfig, skip=TRAIN_SKIP)
+    ppo_given = _given(args, PPOConfig)
     env_options = parse_key_values(args.env_opt, "--env-opt")
     agent_options = parse_key_values(args.agent_opt, "--agent-opt")
     if args.resume:
@@ -253,67 +246,55 @@ def _suites(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     import json
-    from memarl.eval.bench import bench_env, format_bench
-    if (args.num_envs is not None and args.num_envs < 1) or args.seconds <= 0:
-        raise MemarlError("--num-envs must be >= 1 and --seconds > 0")
-    options = {}
-    if args.configs is not None:
-        options["configs"] = [c for arg in args.configs for c in arg.split(",") if c]
-    outputs = []
-    if args.out is not None:
-        stem = "bench_env_" + args.env.removesuffix("-v0").replace("-", "_")
-        outputs = [Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}.md"]
-        existing = [str(p) for p in outputs if p.exists()]
-        if existing and not args.force:
-            raise MemarlError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                              "pass --force to replace")
-    result = bench_env(args.env, num_envs=args.num_envs, seconds=args.seconds, **options)
+
+    from memarl.eval.bench import BenchEnvConfig, bench_env, format_bench
+    cfg = BenchEnvConfig(**_given(args, BenchEnvConfig))
+    outputs = cfg.validate()
+    options = {} if cfg.configs is None else {"configs": list(cfg.configs)}
+    result = bench_env(cfg.env, num_envs=cfg.num_envs, seconds=cfg.seconds, **options)
     table = format_bench(result)
     print(table)
-    text = json.dumps(result, indent=2) + "\n"
-    for path, content in zip(outputs, (text, table + "\n")):
+    contents = {"json": json.dumps(result, indent=2) + "\n", "markdown": table + "\n"}
+    for path, kind in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+        path.write_text(contents[kind])
         print(f"wrote {path}")
-    if args.json:
-        Path(args.json).write_text(text)
-    if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from memarl.eval.evaluate import evaluate_run, get_suite
-    if args.episodes is not None and args.episodes < 1:
-        raise MemarlError(f"--episodes must be >= 1, got {args.episodes}")
-    if hasattr(get_suite(args.suite), "mode"):  # a POGEMA suite
+    from memarl.eval.evaluate import EvalConfig, evaluate_run
+    from memarl.registry import SUITES
+    cfg = EvalConfig(**_given(args, EvalConfig))
+    cfg.validate()
+    if hasattr(SUITES.make(cfg.suite), "mode"):  # a POGEMA suite
         from memarl.eval.pogema_eval import evaluate_pogema_run
-        try:
-            agents = [int(x) for x in args.agents.split(",")] if args.agents else None
-        except ValueError:
-            raise MemarlError(f"--agents must be comma-separated integers, got {args.agents!r}") from None
-        out = evaluate_pogema_run(args.run, args.suite, baseline=args.baseline, maps=args.maps,
-                                  num_agents=agents, which=args.checkpoint,
-                                  deterministic=args.deterministic, out_dir=args.out,
-                                  seed=args.seed, device=args.device, force=args.force)
-        print(f"wrote {out}")
-        return
-    if args.run is None or args.baseline is not None:
-        raise MemarlError(f"suite {args.suite} needs a run directory (baselines are for POGEMA suites)")
-    out = evaluate_run(args.run, args.suite, episodes=args.episodes, which=args.checkpoint,
-                       deterministic=args.deterministic, out_dir=args.out, seed=args.seed,
-                       device=args.device, max_corridor_length=args.max_corridor_length,
-                       force=args.force)
+        out = evaluate_pogema_run(cfg.run, cfg.suite, baseline=cfg.baseline, maps=cfg.maps,
+                                  num_agents=None if cfg.agents is None else list(cfg.agents),
+                                  which=cfg.checkpoint, deterministic=cfg.deterministic,
+                                  out_dir=cfg.out, seed=cfg.seed, device=cfg.device, force=cfg.force)
+    else:
+        out = evaluate_run(cfg.run, cfg.suite, episodes=cfg.episodes, which=cfg.checkpoint,
+                           deterministic=cfg.deterministic, out_dir=cfg.out, seed=cfg.seed,
+                           device=cfg.device, max_corridor_length=cfg.max_corridor_length,
+                           force=cfg.force)
     print(f"wrote {out}")
 
 
 def _render(args: argparse.Namespace) -> None:
-    from memarl.eval.render import render_run
-    written = render_run(args.run, args.out, corridor_length=args.corridor_length,
-                         seed=args.seed, max_steps=args.max_steps, which=args.checkpoint,
-                         deterministic=args.deterministic, fps=args.fps, cell=args.cell,
-                         force=args.force)
+    from memarl.eval.render import RenderConfig, render_run
+    cfg = RenderConfig(**_given(args, RenderConfig))
+    cfg.validate()
+    written = render_run(cfg.run, cfg.out, corridor_length=cfg.corridor_length,
+                         map_name=cfg.map_name, num_agents=cfg.num_agents, seed=cfg.seed,
+                         max_steps=cfg.max_steps, which=cfg.checkpoint,
+                         deterministic=cfg.deterministic, fps=cfg.fps, cell=cfg.cell,
+                         force=cfg.force)
     for path in written:
         print(f"wrote {path}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error already printed in one line
         return int(exit_request.code or 0)
+    from memarl.train.checkpoint import CheckpointWriteFailed
     try:
         if args.command == "train":
             _train(args, argv)
@@ -335,9 +317,15 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "render":
             _render(args)
+    except CheckpointWriteFailed as error:  # the disk, not the input; the message says what is lost
+        print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     except MemarlError as error:
-        print(f"memarl {args.command}: error: {error}", file=sys.stderr)
+        print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine, not the input: a full disk, a vanished folder
+        print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as interrupted:
         print(f"memarl {args.command}: {interrupted}", file=sys.stderr)
         return 130

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from memarl.configs import Range, validate_fields
 from memarl.errors import MemarlError
 
 
@@ -22,43 +24,21 @@ from memarl.errors import MemarlError
 class EncoderConfig:
     """Encoder fields shared by every agent config (subclasses add their core's fields)."""
 
-    d_model: int = 16
+    d_model: Annotated[int, Range(1, 65_536)] = 16
     """model width D: size of the encoder output and of everything the core works with"""
-    filters: int = 8
+    filters: Annotated[int, Range(1, 4096)] = 8
     """convolution filters F of the ResNet encoder"""
-    res_blocks: int = 1
+    res_blocks: Annotated[int, Range(0, 256)] = 1
     """number of residual blocks of the ResNet encoder (0 = the first convolution only)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
-        require(self.d_model >= 1, f"d_model must be >= 1, got {self.d_model}")
-        require(self.filters >= 1, f"filters must be >= 1, got {self.filters}")
-        require(self.res_blocks >= 0, f"res_blocks must be >= 0, got {self.res_blocks}")
+        validate_fields(self, label=lambda name: f"agent option {name}")
 
 
 def require(condition: bool, message: str) -> None:
     """Raise a one-line :class:`MemarlError` when ``condition`` is false."""
     if not condition:
         raise MemarlError(message)
-
-
-def check_field_types(config) -> None:
-    """Check every field of a config dataclass against the type of its default value.
-
-    ``int`` is accepted for ``float`` fields; ``bool`` is never accepted for ``int`` fields.
-    """
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        expected = type(field.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(config, field.name, float(value))
-            continue
-        if expected is int and isinstance(value, bool):
-            ok = False
-        else:
-            ok = isinstance(value, expected)
-        require(ok, f"{type(config).__name__}.{field.name} must be {expected.__name__}, "
-                    f"got {value!r}")
 
 
 def orthogonal_init(module: nn.Module, gain: float = 1.0) -> nn.Module:

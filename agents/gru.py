@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import torch
 
 from memarl.agents.base import State
-from memarl.agents.encoders import EncoderConfig, require
+from memarl.agents.encoders import EncoderConfig
+from memarl.configs import Range
 from memarl.agents.heads import ActorCriticPolicy, build_config
 from memarl.memory.gru import GRUCore
 
@@ -15,16 +17,11 @@ from memarl.memory.gru import GRUCore
 class GRUConfig(EncoderConfig):
     """GRU agent (encoder fields from :class:`EncoderConfig`)."""
 
-    gru_hidden: int = 16
+    gru_hidden: Annotated[int, Range(1, 65_536)] = 16
     """GRU hidden size; the heads read the hidden state (16 for Bottleneck)"""
     bptt: bool = True
     """backpropagate through the hidden state across a ``sequence`` segment; False truncates
     the gradient at every step"""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.gru_hidden >= 1, f"gru_hidden must be >= 1, got {self.gru_hidden}")
-
 
 GRU_PRESETS: dict[str, dict] = {
     "bottleneck": {},

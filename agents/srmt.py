@@ -16,31 +16,33 @@ Presets: ``bottleneck`` (D=16, 4 heads, 1 ResBlock x 8 filters) and ``lmapf`` (D
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import torch
 
 from memarl.agents.base import State
 from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config
-from memarl.memory.shared_memory import ATTENTION_MASKS, SharedMemoryCore
+from memarl.configs import Range
+from memarl.memory.shared_memory import AttentionMask, SharedMemoryCore
 
 
 @dataclasses.dataclass
 class SRMTConfig(EncoderConfig):
     """SRMT / RMT / Attention agent (encoder fields from :class:`EncoderConfig`)."""
 
-    num_heads: int = 4
+    num_heads: Annotated[int, Range(1, 1024)] = 4
     """attention heads H (d_model must be divisible by it)"""
-    history_len: int = 8
+    history_len: Annotated[int, Range(0, 100_000)] = 8
     """past encoder outputs in the self-attention window (8 in the paper; 0 = no history)"""
-    num_layers: int = 1
+    num_layers: Annotated[int, Range(1, 1024)] = 1
     """GPT-2 blocks in the core (1 in the paper); every block reads the shared memory"""
-    mlp_ratio: int = 4
+    mlp_ratio: Annotated[int, Range(1, 64)] = 4
     """MLP hidden width = mlp_ratio * d_model (GPT-2: 4)"""
-    attention: str = "full"
+    attention: AttentionMask = "full"
     """self-attention mask: "full" (paper text, default) or "causal_mem_first" (released code:
     the memory update does not see the current observation or the history)"""
-    dropout: float = 0.0
+    dropout: Annotated[float, Range(0, 1, high_exclusive=True)] = 0.0
     """dropout on embeddings, attention probabilities and residual branches (released: 0.1)"""
     use_memory: bool = True
     """per-agent recurrent memory token (False = the "Attention" ablation)"""
@@ -51,7 +53,7 @@ class SRMTConfig(EncoderConfig):
     """new memory = mem_head(output) with a Linear(D, D, no bias); False = the output itself"""
     detach_other_memories: bool = True
     """no gradient into other agents' memories through the shared read (own memory keeps it)"""
-    memory_delay: int = 1
+    memory_delay: Annotated[int, Range(1, 100_000)] = 1
     """k >= 1: the shared read sees memories produced k steps earlier (1 = the paper's lag)"""
     clear_finished_memory: bool = False
     """mask agents that are not alive out of the shared read (False: their last memory stays)"""
@@ -61,15 +63,8 @@ class SRMTConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.num_heads >= 1 and self.d_model % self.num_heads == 0,
+        require(self.d_model % self.num_heads == 0,
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        require(self.history_len >= 0, f"history_len must be >= 0, got {self.history_len}")
-        require(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
-        require(self.mlp_ratio >= 1, f"mlp_ratio must be >= 1, got {self.mlp_ratio}")
-        require(self.attention in ATTENTION_MASKS,
-                f"attention must be one of {', '.join(ATTENTION_MASKS)}, got {self.attention!r}")
-        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        require(self.memory_delay >= 1, f"memory_delay must be >= 1, got {self.memory_delay}")
         require(self.use_memory or not self.share_memory,
                 "share_memory=True needs use_memory=True (set share_memory=False)")
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 
+from memarl.configs import Range, validate_fields
 from memarl.envs import grid as G
 from memarl.envs.engine import GridEngine
 from memarl.errors import MemarlError
@@ -27,6 +28,8 @@ TRAIN_CORRIDOR_LENGTHS = (3, 4, 5, 6, 7, 8, 12, 16, 17, 18, 20, 21, 22, 23, 24, 
 """the 16 training maps of the original code (``env/bottlenecks-9-330.yaml``)"""
 TEST_CORRIDOR_LENGTHS = tuple(range(3, 51)) + tuple(range(100, 1001, 100))
 """the 58 test maps of the original code (``env/test-bottlenecks-9-31000.yaml``)"""
+MAX_CORRIDOR_LENGTH = 10_000
+"""longest corridor an env accepts (the test suite goes to 1000; a map is L + 4 rows)"""
 TRAIN_EPISODE_STEPS = 512
 """training episode length of the original, for every corridor length"""
 
@@ -43,8 +46,8 @@ def eval_episode_steps(corridor_length: int) -> int:
 def _check_length(corridor_length: Any) -> int:
     if isinstance(corridor_length, bool) or not isinstance(corridor_length, (int, np.integer)):
         raise MemarlError(f"corridor length must be an integer, got {corridor_length!r}")
-    if corridor_length < 1:
-        raise MemarlError(f"corridor length must be >= 1, got {corridor_length}")
+    if not 1 <= corridor_length <= MAX_CORRIDOR_LENGTH:
+        raise MemarlError(f"corridor length must be in 1..{MAX_CORRIDOR_LENGTH}, got {corridor_length}")
     return int(corridor_length)
 
 
@@ -101,6 +104,9 @@ class RewardScheme:
     """otherwise, when the chosen action was wait (0)"""
 
 
+Reward = Literal["directional", "sparse", "dense", "directional_negative", "moving_negative"]
+"""names of the reward schemes (:data:`REWARD_SCHEMES`)"""
+
 REWARD_SCHEMES: dict[str, RewardScheme] = {
     "directional": RewardScheme(towards=0.005, move=0.0, wait=0.0),
     "sparse": RewardScheme(towards=0.0, move=0.0, wait=0.0),
@@ -120,17 +126,17 @@ REWARD_SCHEMES: dict[str, RewardScheme] = {
 class BottleneckConfig:
     """Settings of :class:`BottleneckEnv` (every field is a constructor keyword)."""
 
-    num_envs: int = 1
+    num_envs: Annotated[int, Range(1, 1_000_000)] = 1
     """number of envs N stepped together"""
-    corridor_lengths: tuple[int, ...] = TRAIN_CORRIDOR_LENGTHS
+    corridor_lengths: Annotated[tuple[int, ...], Range(1, MAX_CORRIDOR_LENGTH)] = TRAIN_CORRIDOR_LENGTHS
     """corridor lengths L of the maps; one is drawn uniformly per reset (D11)"""
-    reward: str = "directional"
+    reward: Reward = "directional"
     """reward scheme: 'directional', 'sparse', 'dense', 'directional_negative', 'moving_negative'"""
-    max_episode_steps: int | None = TRAIN_EPISODE_STEPS
+    max_episode_steps: Annotated[int | None, Range(1, 10_000_000)] = TRAIN_EPISODE_STEPS
     """time limit (truncation); None = the test rule 2*L + 100 of the episode's map"""
-    obs_radius: int = 2
+    obs_radius: Annotated[int, Range(1, 32)] = 2
     """observation radius R: windows are (2R+1) x (2R+1)"""
-    seed: int | None = None
+    seed: Annotated[int | None, Range(0, 2**32 - 1)] = None
     """seed of env n's RNG is seed + n (Gymnasium vector-env convention); None = fresh entropy"""
     autoreset: bool = True
     """reset an env inside step() when its episode ends; if False the env freezes until reset()"""
@@ -138,37 +144,23 @@ class BottleneckConfig:
     """D1 reproduction: draw one start/goal per map per env at seeding and reuse it every episode"""
     distinct_cells: bool = False
     """D9: redraw when agent 1's start equals agent 0's goal or vice versa (original: kept)"""
-    collision_system: str = "block_both"
+    collision_system: Literal["block_both", "priority"] = "block_both"
     """pogema collision system: 'block_both' (the task's) or 'priority'"""
     hide_finished_targets: bool = False
     """if True, a finished agent's target disappears from the others' target channel
     (original: shown until the episode ends)"""
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, (int, np.integer)) \
-                or self.num_envs < 1:
-            raise MemarlError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
         lengths = self.corridor_lengths
-        if isinstance(lengths, (int, np.integer)):
+        if isinstance(lengths, (int, np.integer)) and not isinstance(lengths, bool):
             lengths = (lengths,)
-        if not isinstance(lengths, (list, tuple, np.ndarray)) or len(lengths) == 0:
-            raise MemarlError(f"corridor_lengths must be a non-empty list of integers, got {lengths!r}")
-        object.__setattr__(self, "corridor_lengths", tuple(_check_length(x) for x in lengths))
-        if self.reward not in REWARD_SCHEMES:
-            raise MemarlError(f"unknown reward {self.reward!r}; known: {', '.join(REWARD_SCHEMES)}")
-        if self.max_episode_steps is not None and (
-                isinstance(self.max_episode_steps, bool)
-                or not isinstance(self.max_episode_steps, (int, np.integer)) or self.max_episode_steps < 1):
-            raise MemarlError(f"max_episode_steps must be an integer >= 1 or None, got {self.max_episode_steps!r}")
-        if isinstance(self.obs_radius, bool) or not isinstance(self.obs_radius, (int, np.integer)) \
-                or not 1 <= self.obs_radius <= 32:
-            raise MemarlError(f"obs_radius must be an integer in 1..32, got {self.obs_radius!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
-                                      or self.seed < 0):
-            raise MemarlError(f"seed must be a non-negative integer or None, got {self.seed!r}")
-        if self.collision_system not in G.COLLISION_SYSTEMS:
-            raise MemarlError(f"unknown collision_system {self.collision_system!r}; "
-                              f"known: {', '.join(G.COLLISION_SYSTEMS)}")
+        if isinstance(lengths, (list, np.ndarray)):
+            lengths = tuple(lengths)
+        object.__setattr__(self, "corridor_lengths", lengths)
+        validate_fields(self, label=lambda name: f"env option {name}")
+        if not self.corridor_lengths:
+            raise MemarlError("env option corridor_lengths must name at least one corridor length")
+        object.__setattr__(self, "corridor_lengths", tuple(int(x) for x in self.corridor_lengths))
 
     def episode_steps(self, corridor_length: int) -> int:
         """Time limit of an episode on map ``L`` under this config."""

@@ -18,7 +18,8 @@ Bottleneck, whose goals are the few room cells, also keeps the path marks of eve
 """
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import gymnasium
 import numpy as np
@@ -27,8 +28,10 @@ from memarl.envs import grid as G
 from memarl.envs.base import EpisodeEnds
 from memarl.errors import MemarlError
 
-ON_TARGET = ("finish", "nothing", "restart")
-OBSERVATION_TYPES = ("default", "POMAPF", "MAPF", "follower")
+OnTarget = Literal["finish", "nothing", "restart"]
+ObservationType = Literal["default", "POMAPF", "MAPF", "follower"]
+ON_TARGET = typing.get_args(OnTarget)
+OBSERVATION_TYPES = typing.get_args(ObservationType)
 INT32_MAX = np.iinfo(np.int32).max
 PATH_CACHE_BYTES = 64 << 20
 """bound of an engine's (map, target) -> first-move row cache; cleared whole when full"""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -601,6 +602,8 @@ def _cell_scratch(size: int) -> np.ndarray:
 COLLISION_SYSTEMS = {"block_both": resolve_block_both, "priority": resolve_priority}
 """the collision systems that are step-exact with pogema 1.4.0 (Bottleneck accepts only these)"""
 ALL_COLLISION_SYSTEMS = {**COLLISION_SYSTEMS, "soft": resolve_soft}
+CollisionSystem = Literal["block_both", "priority", "soft"]
+"""the keys of :data:`ALL_COLLISION_SYSTEMS`, as a type for config fields"""
 """plus the corrected ``soft`` rule (:func:`resolve_soft`)"""
 
 

@@ -79,8 +79,10 @@ class BottleneckParallelEnv(_OneEnvParallel):
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
         if kwargs.get("num_envs", 1) != 1:
             raise MemarlError("the PettingZoo adapter wraps exactly one env (num_envs=1)")
+        if kwargs.get("autoreset", False) is not False:
+            raise MemarlError("the PettingZoo adapter resets only in reset() (autoreset must stay unset)")
         kwargs.pop("num_envs", None)
-        kwargs["autoreset"] = False
+        kwargs["autoreset"] = False  # PettingZoo envs end episodes; the caller resets
         if render_mode not in (None, "ansi"):
             raise MemarlError(f"unknown render_mode {render_mode!r}; known: ansi")
         self.render_mode = render_mode

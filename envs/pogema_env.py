@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from memarl.envs import grid as G
-from memarl.envs.engine import INT32_MAX, OBSERVATION_TYPES, ON_TARGET, GridEngine, grid_map
+from memarl.configs import Range, validate_fields
+from memarl.envs.engine import INT32_MAX, GridEngine, ObservationType, OnTarget, grid_map
+from memarl.envs.grid import CollisionSystem
 from memarl.errors import MemarlError
 
-REWARDS = ("goal", "follower", "follower+goal")
 _LETTERS_LOW = set("abcdefghijklmnopqrstuvwxyz")
 _LETTERS_UP = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -151,21 +152,21 @@ class PogemaConfig:
     Coordinates are pogema's ``(x, y)`` = (row, col), 0-based from the top-left corner.
     """
 
-    on_target: str = "finish"
+    on_target: OnTarget = "finish"
     """'finish' (agents vanish on arrival), 'nothing' (classical MAPF: solved when all stand on
     their targets) or 'restart' (lifelong: a new target on arrival)"""
-    seed: int | None = None
+    seed: Annotated[int | None, Range(0, 2**32 - 1)] = None
     """instance seed: map, starts/targets and restart targets follow pogema's generators with it
     (env n's k-th episode uses seed + n + k * num_envs); None = fresh entropy"""
-    width: int | None = None
+    width: Annotated[int | None, Range(1, 4096)] = None
     """width of a generated map (None = size); taken from ``map`` when given"""
-    height: int | None = None
+    height: Annotated[int | None, Range(1, 4096)] = None
     """height of a generated map (None = size); taken from ``map`` when given"""
-    size: int = 8
+    size: Annotated[int, Range(2, 4096)] = 8
     """side of a generated square map (2..4096)"""
-    density: float = 0.3
+    density: Annotated[float, Range(0, 1)] = 0.3
     """obstacle probability of a generated map (0..1)"""
-    obs_radius: int = 5
+    obs_radius: Annotated[int, Range(1, 128)] = 5
     """observation radius R (1..128): windows are (2R+1) x (2R+1)"""
     agents_xy: Any = None
     """custom starts, list of (row, col); given together with ``targets_xy``"""
@@ -173,7 +174,7 @@ class PogemaConfig:
     """custom targets: list of (row, col), or per-agent target sequences (the first is the initial
     target; 'restart' cycles them as pogema). With single targets in 'restart' (pogema refuses
     them) later targets are drawn as for a generated instance"""
-    num_agents: int | None = None
+    num_agents: Annotated[int | None, Range(1, 10_000_000)] = None
     """agents per env (default len(agents_xy), else 1); only the first num_agents custom
     positions are used"""
     possible_agents_xy: Any = None
@@ -185,14 +186,14 @@ class PogemaConfig:
     mode new targets are drawn from the shuffled list with the agent's generator (redrawn while
     the cell equals the agent's position shifted by (R, R): pogema compares map coordinates with
     padded ones)"""
-    collision_system: str = "priority"
+    collision_system: CollisionSystem = "priority"
     """'priority' and 'block_both' (exactly pogema 1.4.0) or 'soft' (corrected, see resolve_soft)"""
     persistent: bool = False
     """not supported (must stay False)"""
     empty_outside: bool = True
     """pogema's: the cells beyond the obstacle ring read as free; False = random obstacles there
     (density ``density``, drawn as pogema's ``Grid`` does), visible in the windows only"""
-    observation_type: str = "default"
+    observation_type: ObservationType = "default"
     """'default' (pogema's 3 channels: obstacles, agents, target projected on the window border),
     'POMAPF' / 'MAPF' (2 channels: obstacles, agents; the coordinates are in
     pogema_observation()) or 'follower' (Follower/SRMT preprocessing: path-and-obstacles,
@@ -210,17 +211,17 @@ class PogemaConfig:
     height/width/density describe the largest / average map. Not together with ``map``"""
     integration: str | None = None
     """not supported (must stay None): this env is already batched"""
-    max_episode_steps: int = 64
+    max_episode_steps: Annotated[int, Range(1, 10_000_000)] = 64
     """time limit: all agents are truncated when the elapsed steps reach it"""
     auto_reset: bool | None = None
     """None/True: an env that ends an episode is reset inside step(); False: it freezes until reset()"""
-    num_envs: int = 1
+    num_envs: Annotated[int, Range(1, 1_000_000)] = 1
     """number of envs N stepped together"""
-    reward: str = "goal"
+    reward: Literal["goal", "follower", "follower+goal"] = "goal"
     """'goal' (pogema's: +1 on arrival, or to all on solving in 'nothing' mode), 'follower'
     (Follower/SRMT LMAPF training: ``path_reward`` each time an agent steps onto the next cell of
     its shortest path as planned before the move, the goal's +1 dropped) or 'follower+goal'"""
-    path_reward: float = 0.01
+    path_reward: Annotated[float, Range(-1e6, 1e6)] = 0.01
     """reward per reached next path cell in the 'follower' rewards"""
 
     def __post_init__(self) -> None:  # noqa: C901 (one check per field)
@@ -238,46 +239,13 @@ class PogemaConfig:
         put("_starts", None)
         put("_sequences", None)
 
-        if self.on_target not in ON_TARGET:
-            raise MemarlError(f"unknown on_target {self.on_target!r}; known: {', '.join(ON_TARGET)}")
-        if self.collision_system not in G.ALL_COLLISION_SYSTEMS:
-            raise MemarlError(f"unknown collision_system {self.collision_system!r}; "
-                              f"known: {', '.join(G.ALL_COLLISION_SYSTEMS)}")
-        if self.observation_type not in OBSERVATION_TYPES:
-            raise MemarlError(f"unknown observation_type {self.observation_type!r}; "
-                              f"known: {', '.join(OBSERVATION_TYPES)}")
-        if not _is_int(self.obs_radius) or not 1 <= self.obs_radius <= 128:
-            raise MemarlError(f"obs_radius must be an integer in 1..128, got {self.obs_radius!r}")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise MemarlError(f"seed must be a non-negative integer or None, got {self.seed!r}")
-        if not _is_int(self.max_episode_steps) or self.max_episode_steps < 1:
-            raise MemarlError(f"max_episode_steps must be an integer >= 1, got {self.max_episode_steps!r}")
-        if not _is_int(self.num_envs) or self.num_envs < 1:
-            raise MemarlError(f"num_envs must be an integer >= 1, got {self.num_envs!r}")
-        if not _is_int(self.size) or not 2 <= self.size <= 4096:
-            raise MemarlError(f"size must be an integer in 2..4096, got {self.size!r}")
-        if isinstance(self.density, bool) or not isinstance(self.density, (int, float, np.floating)) \
-                or not 0.0 <= float(self.density) <= 1.0:
-            raise MemarlError(f"density must be a number in 0..1, got {self.density!r}")
+        validate_fields(self, label=lambda name: f"env option {name}")
         if self.integration is not None:
             raise MemarlError("integration is not supported by the native pogema engine")
-        if self.reward not in REWARDS:
-            raise MemarlError(f"unknown reward {self.reward!r}; known: {', '.join(REWARDS)}")
-        if isinstance(self.path_reward, bool) or not isinstance(self.path_reward, (int, float)) \
-                or not np.isfinite(self.path_reward):
-            raise MemarlError(f"path_reward must be a finite number, got {self.path_reward!r}")
         if self.persistent:
             raise MemarlError("persistent is not supported by the native pogema engine")
-        if self.empty_outside not in (True, False):
-            raise MemarlError(f"empty_outside must be True or False, got {self.empty_outside!r}")
-        if self.auto_reset not in (None, True, False):
-            raise MemarlError(f"auto_reset must be None, True or False, got {self.auto_reset!r}")
         if (self.width is None) != (self.height is None):
             raise MemarlError("give both width and height, or neither (then size is used)")
-        for name in ("width", "height"):
-            v = getattr(self, name)
-            if v is not None and (not _is_int(v) or not 1 <= v <= 4096):
-                raise MemarlError(f"{name} must be an integer in 1..4096, got {v!r}")
 
         agents_xy, targets_xy = self.agents_xy, self.targets_xy
         obstacles = None

@@ -134,7 +134,9 @@ def fetch_data(dest: str | os.PathLike | None = None, base_url: str = RAW_BASE, 
     """
     import urllib.error
 
-    root = Path(dest).expanduser() if dest is not None else data_dir()
+    from memarl.files import check_creatable_dir
+
+    root = check_creatable_dir(Path(dest).expanduser() if dest is not None else data_dir(), "--dir")
     opener = opener or _download
     for key, spec in DATA_FILES.items():
         target = root / spec.path

@@ -5,17 +5,92 @@ print :func:`format_bench`.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 import warnings
-from typing import Any, Callable
+from pathlib import Path
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from memarl.configs import Range, option_label, validate_fields
 from memarl.errors import MemarlError
+from memarl.files import check_creatable_dir, check_output_file
 
 _CHUNK = 256  # pre-sampled actions per chunk in time-based runs
+
+
+@dataclasses.dataclass
+class BenchEnvConfig:
+    """``memarl bench env``: agent-steps/s of our batched env against pogema 1.4.0."""
+
+    env: str = "bottleneck"
+    """env id: bottleneck or pogema-lmapf"""
+    num_envs: Annotated[int | None, Range(1, 65_536)] = None
+    """envs in our batch (default: bottleneck 64; pogema-lmapf 4096 // agents)"""
+    seconds: Annotated[float, Range(0, 3600, low_exclusive=True)] = 5.0
+    """time per measurement"""
+    configs: tuple[str, ...] | None = None
+    """pogema-lmapf: comma-separated configurations to run (default all: 64a-32x32,8a-8x8,256a-64x64)"""
+    out: str | None = None
+    """also write bench_env_<env>.json and .md into this folder"""
+    force: bool = False
+    """let --out, --json and --markdown replace earlier results"""
+    json: str | None = None
+    """also write the result as JSON here"""
+    markdown: str | None = None
+    """also write the table as Markdown here"""
+
+    def validate(self) -> list[tuple[Path, str]]:
+        """Check every option and output path before measuring.
+
+        Returns the files to write as ``(path, "json" | "markdown")``.
+        """
+        from memarl.registry import ENVS
+
+        validate_fields(self, label=option_label)
+        name = ENVS.resolve(self.env)
+        if not name.startswith(("bottleneck", "pogema-lmapf")):
+            raise MemarlError(f"bench env measures bottleneck or pogema-lmapf, not {name}")
+        if self.configs is not None:
+            if not name.startswith("pogema-lmapf"):
+                raise MemarlError("--configs applies to pogema-lmapf only")
+            unknown = [c for c in self.configs if c not in LMAPF_CONFIGS]
+            if unknown or not self.configs:
+                raise MemarlError(f"unknown pogema-lmapf config(s) {', '.join(unknown) or '(none)'}; "
+                                  f"known: {', '.join(LMAPF_CONFIGS)}")
+        self._check_memory(name)
+        outputs: list[tuple[Path, str, str]] = []  # (file, the option that names it, format)
+        if self.out is not None:
+            check_creatable_dir(self.out, "--out")
+            stem = Path(self.out) / ("bench_env_" + name.removesuffix("-v0").replace("-", "_"))
+            outputs += [(stem.with_suffix(".json"), "--out", "json"),
+                        (stem.with_suffix(".md"), "--out", "markdown")]
+        if self.json is not None:
+            outputs.append((Path(self.json), "--json", "json"))
+        if self.markdown is not None:
+            outputs.append((Path(self.markdown), "--markdown", "markdown"))
+        for path, flag, _ in outputs:
+            check_output_file(path, flag, self.force)
+        if len({path.resolve() for path, _, _ in outputs}) != len(outputs):
+            raise MemarlError("--out, --json and --markdown name the same file twice")
+        return [(path, kind) for path, _, kind in outputs]
+
+    def _check_memory(self, env_name: str) -> None:
+        """The batch of every configuration to run must fit the memory available now."""
+        from memarl.resources import check_fits, env_bytes
+
+        if env_name.startswith("pogema-lmapf"):
+            batches = [(dict(LMAPF_CONFIGS[name], observation_type="follower"),
+                        self.num_envs or lmapf_num_envs(LMAPF_CONFIGS[name]["num_agents"]))
+                       for name in (self.configs or LMAPF_CONFIGS)]
+        else:
+            batches = [({}, self.num_envs or 64)]
+        for options, num_envs in batches:
+            check_fits({"envs": env_bytes(env_name, num_envs, options)[0]},
+                       f"bench env {env_name} with {num_envs} envs", "lower --num-envs")
 
 
 def _measure(step_chunk: Callable[[int], int], steps: int | None, seconds: float | None) -> tuple[int, float, int]:

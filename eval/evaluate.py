@@ -7,17 +7,95 @@ grouped by corridor length so the batch's episodes have similar lengths.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from memarl.configs import Range, option_label, validate_fields
+from memarl.envs.bottleneck import MAX_CORRIDOR_LENGTH
 from memarl.errors import MemarlError
+from memarl.files import check_creatable_dir
 from memarl.train.rollout import sample_actions
 
 METRICS = ("CSR", "ISR", "SoC", "makespan", "episode_length")
+MAX_EPISODES = 10_000
+"""most seeds per map an evaluation runs (the published suites use at most 128)"""
+
+
+def check_checkpoint_choice(run: str | None, checkpoint: str) -> None:
+    """``--checkpoint``: best, latest, a checkpoint file, or a file name in RUN/checkpoints."""
+    if checkpoint in ("best", "latest") or Path(checkpoint).is_file():
+        return
+    if run is not None and (Path(run) / "checkpoints" / checkpoint).is_file():
+        return
+    raise MemarlError(f"--checkpoint must be best, latest or a checkpoint file, got {checkpoint!r}")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """``memarl eval``: a checkpoint (or a scripted baseline) on every episode of a suite."""
+
+    run: str | None = None
+    """run directory or checkpoint file (or --baseline instead)"""
+    suite: str = ""
+    """suite name (`memarl list suites`); required"""
+    baseline: str | None = None
+    """evaluate a scripted baseline instead of a run (POGEMA suites): greedy or greedy-random"""
+    maps: Annotated[int | None, Range(1, 100_000)] = None
+    """POGEMA suites: only the first MAPS maps (quick looks)"""
+    agents: Annotated[tuple[int, ...] | None, Range(1, 10_000_000)] = None
+    """POGEMA suites: comma-separated subset of the agent counts"""
+    episodes: Annotated[int | None, Range(1, MAX_EPISODES)] = None
+    """Bottleneck suites: seeds per map (default the suite's, 10 for bottleneck-test)"""
+    checkpoint: str = "best"
+    """best (falls back to latest), latest, or a checkpoint file (then RUN may be left out)"""
+    deterministic: bool = False
+    """act by argmax instead of sampling (recorded in the table)"""
+    max_corridor_length: Annotated[int | None, Range(1, MAX_CORRIDOR_LENGTH)] = None
+    """Bottleneck suites: skip maps longer than this (quick looks)"""
+    out: str | None = None
+    """output folder (default RUN/eval/SUITE)"""
+    force: bool = False
+    """replace the results of an earlier evaluation in the output folder"""
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 0
+    """seed of action sampling"""
+    device: str = "auto"
+    """auto, cpu or cuda[:i]"""
+
+    def validate(self) -> None:
+        """Fields, then the rules between them and the suite (one-line MemarlError)."""
+        from memarl.registry import SUITES
+        from memarl.train.trainer import resolve_device
+
+        validate_fields(self, label=option_label)
+        if not self.suite:
+            raise MemarlError("--suite is required (`memarl list suites`)")
+        suite = SUITES.make(self.suite)
+        if self.run is None and self.baseline is None and self.checkpoint not in ("best", "latest"):
+            self.run = self.checkpoint  # `memarl eval --checkpoint FILE`: the file is the run
+        if (self.run is None) == (self.baseline is None):
+            raise MemarlError("give either a run (directory or checkpoint) or --baseline NAME")
+        pogema = hasattr(suite, "mode")
+        not_applicable = [name for name in (("max_corridor_length", "episodes") if pogema
+                                            else ("maps", "agents", "baseline"))
+                          if getattr(self, name) is not None]
+        if not_applicable:
+            family = "POGEMA" if pogema else "Bottleneck"
+            raise MemarlError(f"{', '.join(map(option_label, not_applicable))} does not apply to "
+                              f"the {family} suite {self.suite}")
+        if self.agents is not None and not set(self.agents) <= set(suite.num_agents):
+            raise MemarlError(f"--agents {','.join(map(str, self.agents))}: suite {self.suite} "
+                              f"has agent counts {','.join(map(str, suite.num_agents))}")
+        if self.run is not None and not Path(self.run).exists():
+            raise MemarlError(f"no such run directory or checkpoint: {self.run}")
+        check_checkpoint_choice(self.run, self.checkpoint)
+        resolve_device(self.device)
+        if self.out is not None:
+            check_creatable_dir(self.out, "--out")
 
 
 def get_suite(name: str) -> Any:
@@ -182,9 +260,9 @@ def evaluate_run(run: str, suite_name: str, episodes: int | None = None, which: 
     if (out / "episodes.csv").exists() and not force:
         raise MemarlError(f"{out} already holds results; pass --force to replace them or "
                           f"choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     rows = evaluate_policy(policy, suite_name, episodes, deterministic, seed, torch_device,
                            max_corridor_length, env_options=info["env_options"])
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     for row in rows:
         row.update(agent=info["agent"], checkpoint=Path(info["file"]).name,
                    agent_steps=info["agent_steps"],

@@ -1,4 +1,9 @@
-"""Loading trained policies from run directories and checkpoints."""
+"""Loading trained policies from run directories and checkpoints.
+
+``which`` is ``best`` (falls back to latest when best.pt is missing or unreadable), ``latest``
+(the newest checkpoint that loads; unreadable newer ones are skipped with a warning) or a
+checkpoint file (a path, or a file name inside RUN/checkpoints).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,25 +11,19 @@ from pathlib import Path
 import torch
 
 from memarl.errors import MemarlError
-from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint
+from memarl.train.checkpoint import load_error_summary, load_run_checkpoint
 
 
 def checkpoint_file(path: str | Path, which: str = "best") -> Path:
-    """``best`` falls back to ``latest`` when a run has no best checkpoint yet."""
-    try:
-        return resolve_checkpoint(path, which)
-    except MemarlError:
-        if which != "best":
-            raise
-        return resolve_checkpoint(path, "latest")
+    """The checkpoint file :func:`load_policy` would load for ``path`` and ``which``."""
+    return load_run_checkpoint(path, which)[0]
 
 
 def load_policy(path: str | Path, which: str = "best", device: str | torch.device = "cpu",
                 agent: str | None = None) -> torch.nn.Module:
     from memarl.agents import make_agent
 
-    file = checkpoint_file(path, which)
-    payload = load_checkpoint(file)
+    file, payload = load_run_checkpoint(path, which)
     if agent is not None and payload["agent"] != agent:
         raise MemarlError(f"{file} holds agent {payload['agent']!r}, not {agent!r}")
     policy = make_agent(payload["agent"], tuple(payload["obs_shape"]), payload["num_actions"],
@@ -32,9 +31,8 @@ def load_policy(path: str | Path, which: str = "best", device: str | torch.devic
     try:
         policy.load_state_dict(payload["model"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
         raise MemarlError(f"{file}: weights do not fit agent {payload['agent']!r} "
-                          f"({first_line})") from None
+                          f"({load_error_summary(error)})") from None
     policy.to(device).eval()
     policy.checkpoint_info = {
         "file": str(file), "agent": payload["agent"], "env": payload["env"],

@@ -49,6 +49,8 @@ State (leading ``[N, A]``):
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +58,9 @@ from torch import nn
 
 from memarl.memory import State, keep_dead, reset_first
 
-ATTENTION_MASKS = ("full", "causal_mem_first")
+AttentionMask = Literal["full", "causal_mem_first"]
+"""self-attention masks of the SRMT core (see :func:`attention_mask`)"""
+ATTENTION_MASKS = typing.get_args(AttentionMask)
 
 
 def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

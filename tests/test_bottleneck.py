@@ -450,10 +450,10 @@ def test_pettingzoo_parallel_api():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    ({"corridor_lengths": (3, 0)}, "corridor length"),
+    ({"corridor_lengths": (3, 0)}, "corridor_lengths entry must be an integer in 1..10000"),
     ({"corridor_lengths": ()}, "corridor_lengths"),
     ({"num_envs": 0}, "num_envs"),
-    ({"reward": "shaped"}, "unknown reward"),
+    ({"reward": "shaped"}, "reward must be one of directional"),
     ({"max_episode_steps": 0}, "max_episode_steps"),
     ({"obs_radius": 0}, "obs_radius"),
     ({"collision_system": "soft"}, "collision_system"),

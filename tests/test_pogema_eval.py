@@ -101,4 +101,4 @@ def test_trained_pogema_run_evaluates_on_a_suite(tmp_path, capsys):
     assert "| 8 | 2 |" in summary and "srmt" in summary
     # a Bottleneck-trained policy is refused on a POGEMA suite, and a run is needed
     assert main(["eval", "--suite", "bottleneck-test"]) == 2
-    assert "needs a run directory" in capsys.readouterr().err
+    assert "give either a run (directory or checkpoint) or --baseline NAME" in capsys.readouterr().err

@@ -81,7 +81,7 @@ def test_wrong_moves_earn_no_path_reward():
 
 
 def test_bad_reward_options():
-    with pytest.raises(MemarlError, match="unknown reward"):
+    with pytest.raises(MemarlError, match="reward must be one of goal, follower"):
         _env(reward="dense")
     with pytest.raises(MemarlError, match="path_reward"):
         _env(reward="follower", path_reward=float("nan"))

@@ -1,14 +1,23 @@
-"""Atomic checkpoints: write to a temp file in the same folder, fsync, then rename.
+"""Checkpoints: atomic writes, keep-last-N pruning, and loading that survives a broken file.
 
-A crash mid-write never leaves a truncated ``ckpt_*.pt`` behind; ``keep_last`` old checkpoints
-are kept plus ``best.pt``. Loading names the problem in one line (missing file, not a memarl
-checkpoint, corrupted file) instead of a stack trace.
+Writing: the payload goes to a temp file ``.NAME.<random>.tmp`` in the same folder, is fsynced,
+renamed over NAME, and the folder is fsynced, so a crash mid-write never leaves a truncated
+``ckpt_*.pt``, only a temp file that the next holder of the run's lock removes
+(:mod:`memarl.train.run_dir`). Old checkpoints are pruned only after a new one is written, and
+only those older than it, so pruning never removes the last good checkpoint.
+
+Loading names the problem in one line (missing file, not a memarl checkpoint, corrupted file).
+``latest`` passes over unreadable newer files to the newest checkpoint that loads; ``best``
+falls back to latest when best.pt is missing or unreadable; each fallback prints one warning
+line naming what it skipped. A file path is loaded as it is, without fallback.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-import tempfile
+import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +27,65 @@ from memarl.errors import MemarlError
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"^ckpt_(\d{9})_(\d+)\.pt$")
+BEST_NAME = "best.pt"
+BROKEN_SUFFIX = ".broken"
+"""appended to unreadable checkpoints that a resumed run moves out of its way"""
+CHOICES = ("latest", "best")
+
+
+class UnreadableCheckpoint(MemarlError):
+    """A checkpoint file that is missing, unreadable, corrupted or not a memarl checkpoint."""
+
+    def __init__(self, path: Path, message: str, reason: str):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        """the problem in a few words, for listing several skipped files on one line"""
+
+
+class CheckpointWriteFailed(MemarlError):
+    """The final checkpoint of a run could not be written; the work since the last good one is
+    lost. A MemarlError so that it reads as one line; the CLI exits with code 1 for it (the disk
+    failed, not the input)."""
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"memarl: warning: {message}", file=sys.stderr, flush=True)
+
+
+def load_error_summary(error: Exception, limit: int = 200) -> str:
+    """The telling line of a ``load_state_dict`` error ("size mismatch for ..."), shortened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        lines = lines[1:]  # the first line only names the module class
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; some filesystems cannot, which costs only durability."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` that either replaces ``path`` whole or leaves it as it was.
+
+    Raises OSError (disk full, no permission) after removing its temp file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open rather than mkstemp: the file gets the umask's permissions, like any other output
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -30,62 +93,193 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def checkpoint_path(checkpoint_dir: Path, update: int, agent_steps: int) -> Path:
     return checkpoint_dir / f"ckpt_{update:09d}_{agent_steps}.pt"
 
 
+def checkpoint_update(path: Path) -> int:
+    """The update count in a regular checkpoint's file name."""
+    return int(_NAME.match(path.name).group(1))
+
+
 def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """Regular checkpoints of a run, oldest first."""
     if not checkpoint_dir.is_dir():
         return []
-    found = [p for p in checkpoint_dir.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted((p for p in checkpoint_dir.iterdir() if _NAME.match(p.name)),
+                  key=checkpoint_update)
+
+
+def prune_checkpoints(checkpoint_dir: Path, newest: Path, keep_last: int) -> list[Path]:
+    """Delete regular checkpoints older than ``newest`` beyond the last ``keep_last``.
+
+    Files numbered above ``newest`` are left alone: they are not this run's past.
+    """
+    older = [p for p in list_checkpoints(checkpoint_dir)
+             if checkpoint_update(p) < checkpoint_update(newest)]
+    doomed = older[:max(len(older) - (keep_last - 1), 0)]
+    for old in doomed:
+        old.unlink(missing_ok=True)
+    return doomed
 
 
 def save_checkpoint(payload: dict, checkpoint_dir: Path, update: int, agent_steps: int,
                     keep_last: int) -> Path:
+    """Write a regular checkpoint, then prune; a failed write (OSError) deletes nothing."""
     payload = {"format": CHECKPOINT_FORMAT, **payload}
     path = checkpoint_path(checkpoint_dir, update, agent_steps)
     atomic_torch_save(payload, path)
-    for old in list_checkpoints(checkpoint_dir)[:-keep_last]:
-        old.unlink(missing_ok=True)
+    prune_checkpoints(checkpoint_dir, path, keep_last)
     return path
 
 
 def load_checkpoint(path: Path | str) -> dict:
+    """A checkpoint's payload, or :class:`UnreadableCheckpoint` naming the problem."""
     path = Path(path)
     if not path.is_file():
-        raise MemarlError(f"checkpoint not found: {path}")
+        raise UnreadableCheckpoint(path, f"checkpoint not found: {path}", "missing")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
+    except OSError as error:
+        raise UnreadableCheckpoint(path, f"cannot read checkpoint {path} ({error.strerror})",
+                                   error.strerror or "unreadable") from None
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise MemarlError(f"checkpoint {path} is corrupted or not a torch file "
-                          f"({type(error).__name__})") from None
+        raise UnreadableCheckpoint(
+            path, f"checkpoint {path} is corrupted or not a torch file ({type(error).__name__})",
+            "corrupted") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT \
             or "model" not in payload or "agent" not in payload:
-        raise MemarlError(f"{path} is not a memarl checkpoint")
+        raise UnreadableCheckpoint(path, f"{path} is not a memarl checkpoint",
+                                   "not a memarl checkpoint")
     return payload
 
 
+@dataclasses.dataclass
+class LatestCheckpoint:
+    """The newest regular checkpoint that loads, and the newer ones that did not."""
+
+    path: Path | None
+    """the checkpoint file; None when no checkpoint loads"""
+    payload: dict | None
+    """its contents"""
+    skipped: list[UnreadableCheckpoint]
+    """unreadable checkpoints newer than ``path``, newest first"""
+
+    def skipped_text(self) -> str:
+        return ", ".join(f"{e.path.name} ({e.reason})" for e in self.skipped)
+
+
+def newest_readable_checkpoint(checkpoint_dir: Path) -> LatestCheckpoint:
+    skipped = []
+    for path in reversed(list_checkpoints(checkpoint_dir)):
+        try:
+            return LatestCheckpoint(path, load_checkpoint(path), skipped)
+        except UnreadableCheckpoint as error:
+            skipped.append(error)
+    return LatestCheckpoint(None, None, skipped)
+
+
+def newest_resumable_checkpoint(checkpoint_dir: Path) -> LatestCheckpoint:
+    """Where a resumed run starts: the newest regular checkpoint that loads, else best.pt when
+    it loads (it is a complete checkpoint too, and starting from step 0 would later replace it
+    by a worse policy). A best.pt that does not load is left for the run to replace."""
+    latest = newest_readable_checkpoint(checkpoint_dir)
+    if latest.path is None and (checkpoint_dir / BEST_NAME).is_file():
+        try:
+            best = checkpoint_dir / BEST_NAME
+            return LatestCheckpoint(best, load_checkpoint(best), latest.skipped)
+        except UnreadableCheckpoint:
+            pass
+    return latest
+
+
+def move_aside(paths: list[Path]) -> list[Path]:
+    """Rename unreadable checkpoints to ``NAME.broken`` so that a resumed run neither picks nor
+    prunes around them; they are kept for inspection, not deleted."""
+    moved = []
+    for path in paths:
+        target = path.with_name(path.name + BROKEN_SUFFIX)
+        try:
+            os.replace(path, target)
+            moved.append(target)
+        except FileNotFoundError:
+            pass
+    return moved
+
+
+def _checkpoint_dir(run: Path) -> Path:
+    return run / "checkpoints" if (run / "checkpoints").is_dir() else run
+
+
+def _named_file(run: Path, which: str) -> Path:
+    """``--checkpoint FILE``: a path as given, else a file name inside the run's checkpoints."""
+    for candidate in (Path(which), _checkpoint_dir(run) / which):
+        if candidate.is_file():
+            return candidate
+    if which.endswith(".pt") or os.sep in which:
+        raise MemarlError(f"checkpoint file {which} not found (looked in the current folder and "
+                          f"in {_checkpoint_dir(run)})")
+    raise MemarlError(f"unknown checkpoint choice {which!r}; use latest, best or a checkpoint "
+                      f"file")
+
+
 def resolve_checkpoint(path: Path | str, which: str = "latest") -> Path:
-    """A checkpoint file from a file path or a run directory (``which``: latest | best)."""
+    """A checkpoint file from a file path or a run directory, without loading it.
+
+    ``which``: latest | best (best.pt, else latest) | a checkpoint file. See
+    :func:`load_run_checkpoint` for loading that passes over broken files.
+    """
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise MemarlError(f"no such run directory or checkpoint: {path}")
-    checkpoint_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if which == "best":
-        best = checkpoint_dir / "best.pt"
-        if best.is_file():
-            return best
-    elif which != "latest":
-        raise MemarlError(f"unknown checkpoint choice {which!r}; use latest, best or a file path")
+    if which not in CHOICES:
+        return _named_file(path, which)
+    checkpoint_dir = _checkpoint_dir(path)
+    if which == "best" and (checkpoint_dir / BEST_NAME).is_file():
+        return checkpoint_dir / BEST_NAME
     found = list_checkpoints(checkpoint_dir)
     if not found:
         raise MemarlError(f"no checkpoint in {checkpoint_dir}")
     return found[-1]
+
+
+def load_run_checkpoint(path: Path | str, which: str = "latest") -> tuple[Path, dict]:
+    """Load a checkpoint of a run (or a file): the file used and its payload.
+
+    ``latest`` passes over unreadable newer checkpoints, ``best`` falls back to latest when
+    best.pt is missing (silently) or unreadable; skipping anything prints one warning line.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path, load_checkpoint(path)
+    if not path.exists():
+        raise MemarlError(f"no such run directory or checkpoint: {path}")
+    if which not in CHOICES:
+        file = _named_file(path, which)
+        return file, load_checkpoint(file)
+    checkpoint_dir = _checkpoint_dir(path)
+    broken_best = None
+    if which == "best" and (checkpoint_dir / BEST_NAME).exists():
+        try:
+            return checkpoint_dir / BEST_NAME, load_checkpoint(checkpoint_dir / BEST_NAME)
+        except UnreadableCheckpoint as error:
+            broken_best = error
+    latest = newest_readable_checkpoint(checkpoint_dir)
+    skipped = ([broken_best] if broken_best else []) + latest.skipped
+    if latest.path is None:
+        if skipped:
+            raise MemarlError(f"no readable checkpoint in {checkpoint_dir}: "
+                              + ", ".join(f"{e.path.name} ({e.reason})" for e in skipped))
+        raise MemarlError(f"no checkpoint in {checkpoint_dir}")
+    if skipped:
+        warn(f"skipped unreadable checkpoint(s) "
+             + ", ".join(f"{e.path.name} ({e.reason})" for e in skipped)
+             + f" in {checkpoint_dir}; using {latest.path.name}")
+    return latest.path, latest.payload

@@ -10,48 +10,58 @@ Samples of agents that are not alive (finished in ``finish`` mode) are masked ou
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from memarl.configs import Range, option_label, validate_fields
+from memarl.errors import MemarlError
 from memarl.train.rollout import Segment
 
 
 @dataclasses.dataclass
 class PPOConfig:
-    learning_rate: float = 1.3e-4
+    learning_rate: Annotated[float, Range(0, 1, low_exclusive=True)] = 1.3e-4
     """Adam learning rate at the start (the adaptive-KL schedule moves it from there)"""
-    lr_schedule: str = "kl_adaptive"
+    lr_schedule: Literal["kl_adaptive", "constant"] = "kl_adaptive"
     """'kl_adaptive' (divide by 1.5 when KL > 2*target, multiply by 1.5 when KL < target/2, after every minibatch) or 'constant'"""
-    target_kl: float = 0.008
+    target_kl: Annotated[float, Range(0, 1000, low_exclusive=True)] = 0.008
     """KL target of the adaptive learning-rate schedule"""
-    min_learning_rate: float = 1e-6
+    min_learning_rate: Annotated[float, Range(0, 1)] = 1e-6
     """lower bound of the adaptive learning rate"""
-    max_learning_rate: float = 1e-3
+    max_learning_rate: Annotated[float, Range(0, 1, low_exclusive=True)] = 1e-3
     """upper bound of the adaptive learning rate (sample-factory's 1e-2 drove Sparse-reward Bottleneck runs unstable: the first minibatch of every update has KL 0, so the rate climbs to the bound)"""
-    gamma: float = 0.9716
+    gamma: Annotated[float, Range(0, 1)] = 0.9716
     """discount factor"""
-    gae_lambda: float = 0.95
+    gae_lambda: Annotated[float, Range(0, 1)] = 0.95
     """GAE lambda"""
-    clip_coef: float = 0.2
+    clip_coef: Annotated[float, Range(0, 100, low_exclusive=True)] = 0.2
     """PPO ratio clip"""
-    value_clip: float = 1.0
+    value_clip: Annotated[float, Range(0, 1e6)] = 1.0
     """clip of the value change against the rollout's value (absolute, sample-factory style); 0 disables"""
-    ent_coef: float = 0.0156
+    ent_coef: Annotated[float, Range(0, 100)] = 0.0156
     """entropy bonus coefficient"""
-    vf_coef: float = 0.5
+    vf_coef: Annotated[float, Range(0, 1000)] = 0.5
     """value loss coefficient"""
-    max_grad_norm: float = 4.0
+    max_grad_norm: Annotated[float, Range(0, 1e6, low_exclusive=True)] = 4.0
     """gradient-norm clip"""
-    update_epochs: int = 1
+    update_epochs: Annotated[int, Range(1, 1000)] = 1
     """passes over each rollout"""
-    num_minibatches: int = 4
+    num_minibatches: Annotated[int, Range(1, 1_000_000)] = 4
     """minibatches per epoch; each holds whole env groups (all agents of an env, all T steps)"""
     normalize_advantages: bool = True
     """normalise advantages per minibatch over alive samples"""
     value_bootstrap: bool = True
     """on truncation (time limit) add gamma * V(s) to the reward instead of treating it as a terminal state"""
+
+    def validate(self) -> None:
+        """Every field against its range, then the rules between fields (one-line MemarlError)."""
+        validate_fields(self, label=option_label)
+        if self.min_learning_rate > self.max_learning_rate:
+            raise MemarlError(f"--min-learning-rate ({self.min_learning_rate:g}) must not exceed "
+                              f"--max-learning-rate ({self.max_learning_rate:g})")
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor,
@@ -153,7 +163,10 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
 
     # ---- epochs over minibatches of whole env groups ------------------------------------------
     num_envs = segment.obs.shape[1]
-    num_minibatches = min(cfg.num_minibatches, num_envs)
+    num_minibatches = cfg.num_minibatches
+    if num_minibatches > num_envs:  # a minibatch holds whole envs: none may be empty
+        raise MemarlError(f"num_minibatches ({num_minibatches}) must not exceed the envs of a "
+                          f"segment ({num_envs})")
     epoch_stats: dict[str, list[float]] = {}
     for _ in range(cfg.update_epochs):
         epoch_stats = {}

@@ -11,24 +11,30 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
-from memarl.configs import parse_options
+from memarl.configs import Range, option_label, parse_options, validate_fields
 from memarl.errors import MemarlError, TrainingInterrupted
-from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from memarl.train.checkpoint import atomic_torch_save
+from memarl.resources import check_training_memory, estimate_training_memory
+from memarl.train.checkpoint import (BEST_NAME, BROKEN_SUFFIX, CHECKPOINT_FORMAT,
+                                     CheckpointWriteFailed, LatestCheckpoint, atomic_torch_save,
+                                     load_error_summary, move_aside, newest_resumable_checkpoint,
+                                     save_checkpoint, warn)
 from memarl.train.logger import RunLogger
 from memarl.train.ppo import PPOConfig, ppo_update
 from memarl.train.rollout import RolloutCollector
+from memarl.train.threads import ThreadShare
+from memarl.train.run_dir import RunDirLock, check_resumable, create_run_dir, open_run_dir
 
 
 @dataclasses.dataclass
@@ -37,25 +43,26 @@ class TrainConfig:
     """registered env id (`memarl list envs`)"""
     agent: str = "srmt"
     """registered agent name (`memarl list agents`)"""
-    total_steps: int = 20_000_000
+    total_steps: Annotated[int, Range(1, 10**15)] = 20_000_000
     """agent-steps to train for (env steps x agents per env)"""
     run_dir: str = ""
     """run directory to create; default runs/<env>-<agent>-<reward>-seed<seed>"""
-    seed: int = 0
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 0
     """seed of envs, weights and sampling"""
-    num_envs: int = 512
+    num_envs: Annotated[int, Range(1, 1_000_000)] = 512
     """envs stepped together in one batch (512 x 2 agents x 8 steps = 8192 samples per update)"""
-    rollout_len: int = 8
+    rollout_len: Annotated[int, Range(1, 100_000)] = 8
     """steps per segment; gradients flow through the memory over the segment"""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda[:i]'"""
-    torch_threads: int = 0
-    """torch intra-op threads; 0 keeps torch's default"""
-    checkpoint_every_s: float = 300.0
+    torch_threads: Annotated[int, Range(0, 1024)] = 0
+    """torch intra-op threads; 0 = automatic (see memarl.train.threads: shares the cores fairly
+    with other runs on the machine)"""
+    checkpoint_every_s: Annotated[float, Range(0, 1e10)] = 300.0
     """seconds between checkpoints (one is always written at the end and on Ctrl+C)"""
-    keep_checkpoints: int = 3
+    keep_checkpoints: Annotated[int, Range(1, 100_000)] = 3
     """regular checkpoints to keep (best.pt is kept besides)"""
-    print_every_s: float = 5.0
+    print_every_s: Annotated[float, Range(0, 1e10)] = 5.0
     """seconds between console progress lines"""
     env_options: dict = dataclasses.field(default_factory=dict)
     """options of the env's own config (--env-opt KEY=VALUE)"""
@@ -65,22 +72,12 @@ class TrainConfig:
     """PPO hyperparameters"""
 
     def validate(self) -> None:
-        problems = []
-        for name in ("total_steps", "num_envs", "rollout_len", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.torch_threads < 0:
-            problems.append(f"torch-threads must be >= 0, got {self.torch_threads}")
-        ppo = self.ppo
-        for name in ("learning_rate", "num_minibatches", "update_epochs"):
-            if getattr(ppo, name) <= 0:
-                problems.append(f"{name.replace('_', '-')} must be > 0, got {getattr(ppo, name)}")
-        if not 0 <= ppo.gamma <= 1 or not 0 <= ppo.gae_lambda <= 1:
-            problems.append("gamma and gae-lambda must lie in [0, 1]")
-        if ppo.lr_schedule not in ("kl_adaptive", "constant"):
-            problems.append(f"lr-schedule must be kl_adaptive or constant, got {ppo.lr_schedule!r}")
-        if problems:
-            raise MemarlError("; ".join(problems))
+        """Every field against its range, then the rules between fields (one-line MemarlError)."""
+        validate_fields(self, label=option_label)
+        self.ppo.validate()
+        if self.ppo.num_minibatches > self.num_envs:
+            raise MemarlError(f"--num-minibatches ({self.ppo.num_minibatches}) must not exceed "
+                              f"--num-envs ({self.num_envs}): a minibatch holds whole envs")
 
 
 # settings that fix the shapes or the meaning of a run; resuming refuses to change them
@@ -108,15 +105,20 @@ def default_run_dir(cfg: TrainConfig) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:i`` as a torch device that exists on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MemarlError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MemarlError(f"device {name!r} requested but CUDA is not available")
-    return device
+    match = re.fullmatch(r"cpu|cuda(?::(\d{1,4}))?", name)
+    if match is None:
+        raise MemarlError(f"--device must be auto, cpu, cuda or cuda:i, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MemarlError(f"--device {name} requested but CUDA is not available")
+        index = int(match[1] or 0)
+        if index >= torch.cuda.device_count():
+            raise MemarlError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s)")
+    return torch.device(name)
 
 
 def git_commit() -> str | None:
@@ -161,24 +163,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(cfg: TrainConfig, resume: bool) -> Path:
+def prepare_run_dir(cfg: TrainConfig, resume: bool) -> RunDirLock:
+    """Lock the run directory: an existing run to resume, or a new directory created empty.
+
+    Raises a one-line MemarlError, having changed nothing, when the path cannot be used: a file,
+    under a file, not writable, a non-empty directory without --resume, a run that another
+    process is training (see :mod:`memarl.train.run_dir`).
+    """
     run_dir = Path(cfg.run_dir)
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise MemarlError(f"cannot resume: {run_dir} has no config.json")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise MemarlError(f"run directory {run_dir} already exists; pass --resume {run_dir} "
-                          f"to continue it or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return open_run_dir(run_dir) if resume else create_run_dir(run_dir)
 
 
 def load_resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The saved config of ``run_dir`` with the allowed ``overrides`` applied."""
+    check_resumable(run_dir)
     try:
         saved = json.loads((run_dir / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         raise MemarlError(f"cannot resume: {run_dir}/config.json is unreadable") from None
     cfg = config_from_dict(saved)
     for key, value in overrides.items():
@@ -200,6 +201,7 @@ def load_resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, policy: torch.nn.Module,
                      command_line: list[str] | None) -> None:
+    """Write RUN/config.json atomically (temp file, fsync, rename)."""
     info = {
         "config": config_to_dict(cfg),
         "agent_config": dataclasses.asdict(policy.config),
@@ -209,8 +211,77 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, policy: torch.nn.Module,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, run_dir / "config.json")
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(info, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / "config.json")
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        # the directory holds only its lock file now, which a new `memarl train` may reuse
+        raise MemarlError(f"cannot write {run_dir / 'config.json'} ({_reason(error)})") from None
+
+
+def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: Any,
+                            policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load a checkpoint into ``policy`` and ``optimizer``, or raise a one-line MemarlError
+    naming how it does not fit this run (nothing is written either way)."""
+    if payload["agent"] != cfg.agent:
+        raise MemarlError(f"cannot resume: {path} holds agent {payload['agent']!r}, the run's "
+                          f"config says {cfg.agent!r}")
+    if payload.get("env") != cfg.env:
+        raise MemarlError(f"cannot resume: {path} was trained on env {payload.get('env')!r}, "
+                          f"the run's config says {cfg.env!r}")
+    if list(payload.get("obs_shape") or []) != list(env.obs_shape):
+        raise MemarlError(f"cannot resume: {path} was trained on observations of shape "
+                          f"{payload.get('obs_shape')}, the env gives {list(env.obs_shape)}")
+    if payload.get("num_actions") != env.num_actions:
+        raise MemarlError(f"cannot resume: {path} was trained with {payload.get('num_actions')} "
+                          f"actions, the env has {env.num_actions}")
+    missing = [key for key in ("optimizer", "update", "agent_steps") if key not in payload]
+    if missing:
+        raise MemarlError(f"cannot resume: {path} lacks {', '.join(missing)}")
+    try:
+        policy.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise MemarlError(f"cannot resume: the weights in {path} do not fit agent {cfg.agent!r} "
+                          f"as configured ({load_error_summary(error)})") from None
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        # Adam checks only the number of parameters per group; check each moment's shape too
+        for param, state in optimizer.state.items():
+            for moment in ("exp_avg", "exp_avg_sq"):
+                if moment in state and state[moment].shape != param.shape:
+                    raise ValueError(f"{moment} of shape {list(state[moment].shape)} for a "
+                                     f"parameter of shape {list(param.shape)}")
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise MemarlError(f"cannot resume: the optimizer state in {path} does not fit the model "
+                          f"({load_error_summary(error)})") from None
+
+
+def report_resume(run_dir: Path, resumed: LatestCheckpoint, out) -> None:
+    """Say in one line where a resumed run starts; move unreadable newer checkpoints aside so
+    that neither this run's pruning nor a later ``latest`` trips over them again."""
+    start = (f"resuming from {resumed.path.name}" if resumed.path is not None
+             else "starting at step 0 from the saved config")
+    if resumed.skipped:
+        move_aside([error.path for error in resumed.skipped])
+        warn(f"skipped unreadable checkpoint(s) {resumed.skipped_text()} in "
+             f"{run_dir / 'checkpoints'} (moved aside to *{BROKEN_SUFFIX}); {start}")
+    elif resumed.path is None:
+        _note(f"{run_dir} has no checkpoint yet; {start}")
+    if resumed.path is not None:
+        print(f"resuming {run_dir} from {resumed.path.name} "
+              f"({resumed.payload['agent_steps']:,} agent-steps)", file=out, flush=True)
+
+
+def _note(message: str) -> None:
+    print(f"memarl: note: {message}", file=sys.stderr, flush=True)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
 
 
 class _StopRequest:
@@ -247,94 +318,146 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         cfg.run_dir = default_run_dir(cfg)
     cfg.validate()
     device = resolve_device(cfg.device)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)
     cfg.env_options = typed_env_options(cfg.env, cfg.env_options)
-    env = build_env(cfg)           # validates env options before anything is written
+    # seeded before the agent options are typed: reading the agent's config class builds a
+    # default agent, and runs since the first version draw their initial weights after it
+    seed_everything(cfg.seed)
     cfg.agent_options = typed_agent_options(cfg.agent, cfg.agent_options)
+    check_training_memory(
+        estimate_training_memory(cfg.env, cfg.env_options, cfg.num_envs, cfg.agent,
+                                 cfg.agent_options, cfg.rollout_len, cfg.ppo.num_minibatches),
+        hint="lower --num-envs, --rollout-len or the model size, or raise --num-minibatches")
+    env = build_env(cfg)
     policy = build_policy(cfg.agent, env, cfg.agent_options).to(device)
 
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(resolve_checkpoint(Path(cfg.run_dir), "latest"))
-        if checkpoint["agent"] != cfg.agent:
-            raise MemarlError(f"checkpoint is of agent {checkpoint['agent']!r}, "
-                              f"run config says {cfg.agent!r}")
-    run_dir = prepare_run_dir(cfg, resume)
-    if not resume:
-        write_run_config(run_dir, cfg, policy, command_line)
+    run_dir = Path(cfg.run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    out = open(os.devnull, "w") if quiet else sys.stdout
+    # a resumed run is locked before anything of it is read; a new run directory is created
+    # and locked only once everything the run needs is built and checked
+    lock = prepare_run_dir(cfg, resume=True) if resume else None
+    try:
+        optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-6)
+        update, agent_steps, best_score = 0, 0, -1.0
+        generator = np.random.default_rng(cfg.seed)
+        resumed = newest_resumable_checkpoint(checkpoint_dir) if resume else None
+        if resumed is not None and resumed.payload is not None:
+            restore_from_checkpoint(resumed.path, resumed.payload, cfg, env, policy, optimizer)
+            update, agent_steps = resumed.payload["update"], resumed.payload["agent_steps"]
+            if cfg.total_steps <= agent_steps:
+                raise MemarlError(f"run {run_dir} is already at {agent_steps:,} agent-steps "
+                                  f"({resumed.path.name}); --total-steps must exceed it "
+                                  f"(now {cfg.total_steps:,})")
+            best_score = resumed.payload.get("best_score",
+                                             resumed.payload.get("best_csr", -1.0))
+            generator = np.random.default_rng([cfg.seed, update])
+            torch.manual_seed(cfg.seed + update)
+        # the collector's first env.reset() runs here: an env that fails only at reset fails
+        # before a new run directory exists
+        collector = RolloutCollector(env, policy, cfg.rollout_len, device,
+                                     seed=cfg.seed + 1_000_003 * update)
+        if lock is None:
+            lock = prepare_run_dir(cfg, resume=False)
+            lock.remove_orphan_temp_files()
+            write_run_config(run_dir, cfg, policy, command_line)
+        else:
+            lock.remove_orphan_temp_files()
+            report_resume(run_dir, resumed, out)
+        if lock.stale is not None:
+            _note(f"run directory {run_dir} was left locked by {lock.stale.describe()}, which "
+                  f"is gone; took it over")
 
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-6)
-    update, agent_steps, best_score = 0, 0, -1.0
-    generator = np.random.default_rng(cfg.seed)
-    if checkpoint is not None:
-        policy.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        update, agent_steps = checkpoint["update"], checkpoint["agent_steps"]
-        best_score = checkpoint.get("best_score", checkpoint.get("best_csr", -1.0))
-        generator = np.random.default_rng([cfg.seed, update])
-        torch.manual_seed(cfg.seed + update)
+        logger = RunLogger(run_dir / "tb", cfg.total_steps, cfg.print_every_s, stream=out)
+        logger.text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
+        logger.set_start(agent_steps)
+        last_good = resumed.path if resumed is not None else None
+        last_good_steps = agent_steps
 
-    logger = RunLogger(run_dir / "tb", cfg.total_steps, cfg.print_every_s,
-                       stream=open(os.devnull, "w") if quiet else sys.stdout)
-    logger.text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
-    logger.set_start(agent_steps)
-    collector = RolloutCollector(env, policy, cfg.rollout_len, device,
-                                 seed=cfg.seed + 1_000_003 * update)
+        def checkpoint_payload() -> dict:
+            return {
+                "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
+                "env": cfg.env, "env_options": cfg.env_options,
+                "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
+                "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                "update": update, "agent_steps": agent_steps, "best_score": best_score,
+                "config": config_to_dict(cfg),
+            }
 
-    def checkpoint_payload() -> dict:
-        return {
-            "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
-            "env": cfg.env, "env_options": cfg.env_options, "obs_shape": list(env.obs_shape),
-            "num_actions": env.num_actions, "model": policy.state_dict(),
-            "optimizer": optimizer.state_dict(), "update": update, "agent_steps": agent_steps,
-            "best_score": best_score, "config": config_to_dict(cfg),
-        }
+        def write_checkpoint(final: bool) -> None:
+            """Write a regular checkpoint, then best.pt when the score improved (in this order,
+            so that the newest regular checkpoint is never older than best.pt). A failed write
+            keeps the last good files: during training a warning, and the next checkpoint time
+            retries; at the end an error, since the work since the last good one is lost."""
+            nonlocal best_score, last_good, last_good_steps
+            payload = checkpoint_payload()
+            score = logger.score()
+            improved = score is not None and score > best_score
+            if improved:
+                # recorded in the regular checkpoint too, so that a resumed run never replaces
+                # best.pt by a worse policy
+                payload["best_score"] = score
+            try:
+                last_good = save_checkpoint(payload, checkpoint_dir, update, agent_steps,
+                                            cfg.keep_checkpoints)
+                last_good_steps = agent_steps
+            except OSError as error:
+                if not final:
+                    kept = (f"keeping {last_good.name}" if last_good is not None
+                            else "no good checkpoint yet")
+                    warn(f"checkpoint write failed ({_reason(error)}); {kept}, training goes on")
+                    return
+                since = last_good.name if last_good is not None else "the start"
+                raise CheckpointWriteFailed(
+                    f"final checkpoint write failed ({_reason(error)}); the "
+                    f"{agent_steps - last_good_steps:,} agent-steps trained since {since} are "
+                    f"lost; continue with --resume {run_dir} once the problem is fixed") from None
+            if improved:
+                best_score = score
+                try:
+                    atomic_torch_save({"format": CHECKPOINT_FORMAT, **payload},
+                                      checkpoint_dir / BEST_NAME)
+                except OSError as error:
+                    warn(f"{BEST_NAME} write failed ({_reason(error)}); keeping the previous "
+                         f"{BEST_NAME}, training goes on")
 
-    def write_checkpoint() -> None:
-        nonlocal best_score
-        payload = checkpoint_payload()
-        save_checkpoint(payload, run_dir / "checkpoints", update, agent_steps,
-                        cfg.keep_checkpoints)
-        score = logger.score()
-        if score is not None and score > best_score:
-            best_score = score
-            payload["best_score"] = best_score
-            atomic_torch_save({"format": 1, **payload}, run_dir / "checkpoints" / "best.pt")
+        last_checkpoint = time.time()
+        with _StopRequest() as stop, ThreadShare(cfg.torch_threads) as threads:
+            while agent_steps < cfg.total_steps and not stop.requested:
+                t0 = time.time()
+                policy.eval()
+                segment, next_value = collector.collect(policy_version=update)
+                t1 = time.time()
+                policy.train()
+                stats = ppo_update(policy, optimizer, segment, next_value, cfg.ppo, generator)
+                t2 = time.time()
+                lag = update - segment.policy_version
+                update += 1
+                agent_steps += segment.num_agent_steps
 
-    last_checkpoint = time.time()
-    with _StopRequest() as stop:
-        while agent_steps < cfg.total_steps and not stop.requested:
-            t0 = time.time()
-            policy.eval()
-            segment, next_value = collector.collect(policy_version=update)
-            t1 = time.time()
-            policy.train()
-            stats = ppo_update(policy, optimizer, segment, next_value, cfg.ppo, generator)
-            t2 = time.time()
-            lag = update - segment.policy_version
-            update += 1
-            agent_steps += segment.num_agent_steps
-
-            logger.episodes(collector.pop_finished_episodes(), agent_steps)
-            logger.scalars({f"losses/{k}": v for k, v in stats.items()
-                            if k not in ("learning_rate",)}, agent_steps)
-            logger.scalars({
-                "charts/learning_rate": stats["learning_rate"],
-                "perf/SPS": logger.sps(agent_steps),
-                "perf/collect_time_fraction": (t1 - t0) / max(t2 - t0, 1e-9),
-                "perf/learn_time_fraction": (t2 - t1) / max(t2 - t0, 1e-9),
-                "async/policy_lag_avg": float(lag), "async/policy_lag_max": float(lag),
-            }, agent_steps)
-            logger.progress(agent_steps, update)
-            if time.time() - last_checkpoint >= cfg.checkpoint_every_s:
-                write_checkpoint()
-                last_checkpoint = time.time()
-    write_checkpoint()
-    logger.progress(agent_steps, update, force=True)
-    logger.close()
+                logger.episodes(collector.pop_finished_episodes(), agent_steps)
+                logger.scalars({f"losses/{k}": v for k, v in stats.items()
+                                if k not in ("learning_rate",)}, agent_steps)
+                logger.scalars({
+                    "charts/learning_rate": stats["learning_rate"],
+                    "perf/SPS": logger.sps(agent_steps),
+                    "perf/collect_time_fraction": (t1 - t0) / max(t2 - t0, 1e-9),
+                    "perf/learn_time_fraction": (t2 - t1) / max(t2 - t0, 1e-9),
+                    "async/policy_lag_avg": float(lag), "async/policy_lag_max": float(lag),
+                    "perf/torch_threads": float(threads.threads),
+                }, agent_steps)
+                logger.progress(agent_steps, update)
+                threads.update()  # a neighbour run started or ended: re-share the cores
+                if time.time() - last_checkpoint >= cfg.checkpoint_every_s:
+                    write_checkpoint(final=False)
+                    last_checkpoint = time.time()  # after a failure too: retry next time
+        try:
+            write_checkpoint(final=True)
+        finally:
+            logger.progress(agent_steps, update, force=True)
+            logger.close()
+    finally:
+        if lock is not None:
+            lock.release()
     if stop.requested:
         raise TrainingInterrupted(run_dir)
     return run_dir
-
