@@ -11,7 +11,7 @@ import sys
 import typing
 from pathlib import Path
 
-from memarl.configs import field_docs, option_label, parse_key_values, parse_value
+from memarl.configs import field_docs, field_specs, option_label, parse_key_values, parse_value
 from memarl.errors import MemarlError, TrainingInterrupted
 
 
@@ -43,6 +43,11 @@ def _options_epilog() -> str:
         for field in dataclasses.fields(config_class):
             doc = field_docs(config_class).get(field.name, "")
             default = field.default if field.default is not dataclasses.MISSING else "..."
+            spec = field_specs(config_class)[field.name]
+            if spec.range is not None:
+                doc += f" ({spec.range.describe(spec.kind is int)})"
+            elif spec.choices is not None:
+                doc += f" (one of {', '.join(map(str, spec.choices))})"
             lines += tw.wrap(f"{field.name} = {default}: {doc}", width=96,
                              initial_indent="  ", subsequent_indent="      ")
         return lines
@@ -64,8 +69,8 @@ def _typed(kind, name):
     def convert(text: str):
         try:
             return parse_value(text, kind, name)
-        except MemarlError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+        except MemarlError as error:  # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{name}: ")) from None
     convert.__name__ = getattr(kind, "__name__", str(kind))
     return convert
 
@@ -82,7 +87,11 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tup
         if field.name in skip:
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = docs.get(field.name, "") + ("" if default in (None, "") else f" (default: {default})")
+        spec = field_specs(cls)[field.name]
+        allowed = "" if spec.range is None else spec.range.describe(spec.kind is int)
+        notes = [f"default: {default}"] if default not in (None, "") else []
+        notes += [allowed] if allowed else []
+        help_text = docs.get(field.name, "") + (f" ({'; '.join(notes)})" if notes else "")
         if field.name in positional:
             group.add_argument(field.name, nargs="?" if default is None else None,
                                type=_typed(hints[field.name], field.name), help=docs.get(field.name))

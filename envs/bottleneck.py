@@ -131,7 +131,7 @@ class BottleneckConfig:
     corridor_lengths: Annotated[tuple[int, ...], Range(1, MAX_CORRIDOR_LENGTH)] = TRAIN_CORRIDOR_LENGTHS
     """corridor lengths L of the maps; one is drawn uniformly per reset (D11)"""
     reward: Reward = "directional"
-    """reward scheme: 'directional', 'sparse', 'dense', 'directional_negative', 'moving_negative'"""
+    """reward scheme of SRMT (paper Table 2; see REWARD_SCHEMES)"""
     max_episode_steps: Annotated[int | None, Range(1, 10_000_000)] = TRAIN_EPISODE_STEPS
     """time limit (truncation); None = the test rule 2*L + 100 of the episode's map"""
     obs_radius: Annotated[int, Range(1, 32)] = 2

@@ -163,11 +163,11 @@ class PogemaConfig:
     height: Annotated[int | None, Range(1, 4096)] = None
     """height of a generated map (None = size); taken from ``map`` when given"""
     size: Annotated[int, Range(2, 4096)] = 8
-    """side of a generated square map (2..4096)"""
+    """side of a generated square map"""
     density: Annotated[float, Range(0, 1)] = 0.3
-    """obstacle probability of a generated map (0..1)"""
+    """obstacle probability of a generated map"""
     obs_radius: Annotated[int, Range(1, 128)] = 5
-    """observation radius R (1..128): windows are (2R+1) x (2R+1)"""
+    """observation radius R: windows are (2R+1) x (2R+1)"""
     agents_xy: Any = None
     """custom starts, list of (row, col); given together with ``targets_xy``"""
     targets_xy: Any = None

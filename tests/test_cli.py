@@ -105,7 +105,7 @@ def test_list_agents_shows_parameter_counts(capsys):
     (["train", "--num-envs", "0"], ["num-envs"]),
     (["train", "--env-opt", "corridor_lengths=0"], ["corridor"]),
     (["train", "--agent-opt", "no_such_option=1"], ["no_such_option"]),
-    (["train", "--total-steps", "many"], ["total_steps"]),
+    (["train", "--total-steps", "many"], ["--total-steps", "expected an integer"]),
     (["eval", "does/not/exist", "--suite", "bottleneck-test"], ["does/not/exist"]),
 ])
 def test_bad_input_one_line_exit_2(args, words, capsys, tmp_path, monkeypatch):

@@ -240,24 +240,20 @@ ENV_FIELDS = [(env_id, spec) for env_id in ("bottleneck", "pogema-lmapf")
               if spec.name not in RESERVED_ENV_FIELDS and spec.kind is not str]
 AGENT_FIELDS = [(agent, spec) for agent in ("srmt", "gru")
                 for spec in fuzz.config_fields(_agent_config(agent))]
+KEY_VALUE_FIELDS = [("env", env_id, spec) for env_id, spec in ENV_FIELDS] + \
+    [("agent", agent, spec) for agent, spec in AGENT_FIELDS]
+"""(env or agent, its name, a field of its config): each is fuzzed as --env-opt / --agent-opt"""
 
 
-@pytest.mark.parametrize("env_id,spec", ENV_FIELDS, ids=lambda x: getattr(x, "name", x))
-def test_env_option_edges(env_id, spec, workspace):
+@pytest.mark.parametrize("kind,name,spec", KEY_VALUE_FIELDS,
+                         ids=lambda x: getattr(x, "name", x))
+def test_key_value_option_edges(kind, name, spec, workspace):
     _, names = workspace
-    base = [_fill(a, names) for a in BASE_ARGS["train"]] + ["--env", env_id]
-    for value in fuzz.bad_texts(spec, f"env {spec.name}"):
-        argv = base + ["--env-opt", f"{spec.name}={value}"]
-        assert_refused(cli_case(argv), workspace, f"train --env {env_id} --env-opt {spec.name}", value)
-
-
-@pytest.mark.parametrize("agent,spec", AGENT_FIELDS, ids=lambda x: getattr(x, "name", x))
-def test_agent_option_edges(agent, spec, workspace):
-    _, names = workspace
-    base = [_fill(a, names) for a in BASE_ARGS["train"]] + ["--agent", agent]
-    for value in fuzz.bad_texts(spec, f"agent {spec.name}"):
-        argv = base + ["--agent-opt", f"{spec.name}={value}"]
-        assert_refused(cli_case(argv), workspace, f"train --agent {agent} --agent-opt {spec.name}", value)
+    base = [_fill(a, names) for a in BASE_ARGS["train"]] + [f"--{kind}", name]
+    for value in fuzz.bad_texts(spec, f"{kind} {spec.name}"):
+        argv = base + [f"--{kind}-opt", f"{spec.name}={value}"]
+        assert_refused(cli_case(argv), workspace, f"train --{kind} {name} --{kind}-opt {spec.name}",
+                       value)
 
 
 @pytest.mark.parametrize("flag", ["--env-opt", "--agent-opt"])
