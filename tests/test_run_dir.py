@@ -426,3 +426,16 @@ def test_resume_falls_back_to_best_when_no_regular_checkpoint_loads(run_copy, ca
     assert "from best.pt (64 agent-steps)" in out
     assert len(lines(err)) == 1 and "ckpt_000000002_64.pt" in err, err
     assert checkpoint_steps(run_copy)[-1] == 96
+
+
+@pytest.mark.parametrize("edit", [lambda c: c.update(ppo="x"), lambda c: c.update(num_envs="many"),
+                                  lambda c: c.clear() or c.update(ppo={"gamma": [1]})])
+def test_malformed_saved_config_is_refused_in_one_line(run_copy, capsys, edit):
+    path = run_copy / "config.json"
+    info = json.loads(path.read_text())
+    edit(info["config"])
+    path.write_text(json.dumps(info))
+    before = snapshot(run_copy)
+    code, _, err = run_cli(["train", "--resume", run_copy, "--total-steps", "100000"], capsys)
+    assert_one_line_error(code, err, "cannot resume", "config.json")
+    assert snapshot(run_copy) == before

@@ -92,10 +92,16 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def config_from_dict(data: dict) -> TrainConfig:
-    data = dict(data)
-    ppo = PPOConfig(**data.pop("ppo", {}))
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(ppo=ppo, **{k: v for k, v in data.items() if k in names})
+    """A TrainConfig from saved JSON (unknown keys dropped); a malformed one is a MemarlError."""
+    try:
+        data = dict(data)
+        ppo_names = {f.name for f in dataclasses.fields(PPOConfig)}
+        ppo = PPOConfig(**{k: v for k, v in dict(data.pop("ppo", {})).items() if k in ppo_names})
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        cfg = TrainConfig(ppo=ppo, **{k: v for k, v in data.items() if k in names})
+    except (TypeError, ValueError):
+        raise MemarlError("the saved run config is not a memarl TrainConfig") from None
+    return cfg
 
 
 def default_run_dir(cfg: TrainConfig) -> str:
@@ -181,7 +187,11 @@ def load_resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         saved = json.loads((run_dir / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise MemarlError(f"cannot resume: {run_dir}/config.json is unreadable") from None
-    cfg = config_from_dict(saved)
+    try:
+        cfg = config_from_dict(saved)
+        cfg.validate()  # the saved file alone; the overrides are validated with it by train()
+    except MemarlError as error:
+        raise MemarlError(f"cannot resume: {run_dir}/config.json: {error}") from None
     for key, value in overrides.items():
         if key == "ppo":
             changed = {k: v for k, v in value.items() if getattr(cfg.ppo, k) != v}
