@@ -439,3 +439,15 @@ def test_malformed_saved_config_is_refused_in_one_line(run_copy, capsys, edit):
     code, _, err = run_cli(["train", "--resume", run_copy, "--total-steps", "100000"], capsys)
     assert_one_line_error(code, err, "cannot resume", "config.json")
     assert snapshot(run_copy) == before
+
+
+def test_run_saved_with_more_minibatches_than_envs_resumes_with_the_cap_it_trained_with(
+        run_copy, capsys):
+    """Before the minibatch rule, 4 minibatches over 2 envs were silently capped at 2."""
+    path = run_copy / "config.json"
+    info = json.loads(path.read_text())
+    info["config"]["ppo"]["num_minibatches"] = 64
+    path.write_text(json.dumps(info))
+    code, _, err = run_cli(["train", "--resume", run_copy, "--total-steps", "96"], capsys)
+    assert code == 0, err
+    assert checkpoint_steps(run_copy)[-1] == 96

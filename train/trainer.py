@@ -189,6 +189,10 @@ def load_resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         raise MemarlError(f"cannot resume: {run_dir}/config.json is unreadable") from None
     try:
         cfg = config_from_dict(saved)
+        # runs written before the minibatch rule capped the count at the envs without a word:
+        # that cap is what they trained with
+        if isinstance(cfg.num_envs, int) and isinstance(cfg.ppo.num_minibatches, int):
+            cfg.ppo.num_minibatches = min(cfg.ppo.num_minibatches, cfg.num_envs)
         cfg.validate()  # the saved file alone; the overrides are validated with it by train()
     except MemarlError as error:
         raise MemarlError(f"cannot resume: {run_dir}/config.json: {error}") from None
