@@ -22,9 +22,8 @@ memory budget: :func:`record_episode` yields the frames of one episode lazily, a
 
 :func:`render_run` is ``memarl render``: it loads a checkpoint, rebuilds the env from the run's
 saved training env options plus the render overrides (Bottleneck corridor length; POGEMA map
-and agent count) and writes one episode. :func:`check_render_args` validates every option
-before anything is loaded or created; :class:`RenderConfig` holds the command's options for the
-CLI and runs that check in its ``validate``.
+and agent count) and writes one episode. :class:`RenderConfig` holds the command's options and
+validates every one before anything is loaded or created (``render_run`` runs it too).
 """
 from __future__ import annotations
 
@@ -55,7 +54,7 @@ MIN_AUTO_CELL = 4
 FPS_RANGE = (1, 120)
 CELL_RANGE = (1, 256)
 MAX_STEPS_RANGE = (1, 100_000)
-SEED_RANGE = (0, 2**31 - 1)
+SEED_RANGE = (0, 2**32 - 1)
 DEFAULT_CORRIDOR_LENGTH = 5
 """Bottleneck corridor length rendered when none is given"""
 MP4_QUALITY = 7
@@ -436,12 +435,6 @@ def record_episode(policy: Any, env: Any, *, max_steps: int, deterministic: bool
 # validation and the render command
 
 
-def _check_int(option: str, value: Any, bounds: tuple[int, int]) -> None:
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise MemarlError(f"{option} must be an integer in {low}..{high}, got {value!r}")
-
-
 def frame_cell(map_height: int, map_width: int, cell: int, option: str) -> int:
     """The cell size to draw a ``map_height x map_width`` map with: ``cell``, or the largest
     smaller size (down to ``min(cell, MIN_AUTO_CELL)``) whose frame fits :data:`MAX_FRAME_SIDE`
@@ -459,38 +452,12 @@ def frame_cell(map_height: int, map_width: int, cell: int, option: str) -> int:
                       f"{MAX_FRAME_SIDE} px per side and {MAX_FRAME_PIXELS // 2**20} Mpx even with --cell {smallest}")
 
 
-def check_render_args(out: str | Path, *, corridor_length: int | None = None, map_name: str | None = None,
-                      num_agents: int | None = None, seed: int = 0, max_steps: int | None = None,
-                      which: str = "best", deterministic: bool = False, fps: int = 6, cell: int = 24,
-                      force: bool = False) -> None:
-    """Validate the options of :func:`render_run` without loading or creating anything.
-
-    Raises a one-line :class:`MemarlError` naming the option, its value and the allowed range.
-    Whether an option applies to the run's env is checked once the checkpoint is known.
-    """
-    out_path = Path(out)
-    if out_path.suffix.lower() not in WRITERS:
-        raise MemarlError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
-    if out_path.is_dir():
-        raise MemarlError(f"--out {out_path} is a directory; give a .gif or .mp4 file name")
-    if out_path.exists() and not force:
-        raise MemarlError(f"--out {out_path} exists; pass --force to overwrite it")
-    _check_int("--fps", fps, FPS_RANGE)
-    _check_int("--cell", cell, CELL_RANGE)
-    _check_int("--seed", seed, SEED_RANGE)
-    if max_steps is not None:
-        _check_int("--max-steps", max_steps, MAX_STEPS_RANGE)
-    if num_agents is not None:
-        _check_int("--num-agents", num_agents, (1, 10_000_000))
-    if map_name is not None and (not isinstance(map_name, str) or not map_name):
-        raise MemarlError(f"--map-name must be a non-empty map name, got {map_name!r}")
-    if not isinstance(which, str) or not which:
-        raise MemarlError(f"--checkpoint must be best, latest or a checkpoint file, got {which!r}")
-    if corridor_length is not None:
-        _check_int("--corridor-length", corridor_length, (1, SEED_RANGE[1]))
-        longest = (MAX_FRAME_SIDE - HEADER) // min(cell, MIN_AUTO_CELL) - _bottleneck_rows(0)
-        frame_cell(_bottleneck_rows(corridor_length), _bottleneck_width(), cell,
-                   f"--corridor-length {corridor_length} (at most {longest} fits)")
+def check_corridor_fits(corridor_length: int, cell: int) -> None:
+    """A one-line MemarlError when the Bottleneck map of ``corridor_length`` cannot fit a frame
+    even at the smallest cell size (checked before anything is loaded)."""
+    longest = (MAX_FRAME_SIDE - HEADER) // min(cell, MIN_AUTO_CELL) - _bottleneck_rows(0)
+    frame_cell(_bottleneck_rows(corridor_length), _bottleneck_width(), cell,
+               f"--corridor-length {corridor_length} (at most {longest} fits)")
 
 
 def _bottleneck_rows(corridor_length: int) -> int:
@@ -574,9 +541,9 @@ def render_run(run: str, out: str, *, corridor_length: int | None = None, map_na
 
     from memarl.eval.policy_io import load_policy
 
-    check_render_args(out, corridor_length=corridor_length, map_name=map_name, num_agents=num_agents,
-                      seed=seed, max_steps=max_steps, which=which, deterministic=deterministic, fps=fps,
-                      cell=cell, force=force)
+    RenderConfig(run=run, out=out, corridor_length=corridor_length, map_name=map_name,
+                 num_agents=num_agents, seed=seed, max_steps=max_steps, checkpoint=which,
+                 deterministic=deterministic, fps=fps, cell=cell, force=force).validate()
     out_path = Path(out)
     policy = load_policy(run, which=which)
     info = policy.checkpoint_info
@@ -647,17 +614,17 @@ class RenderConfig:
         from memarl.eval.evaluate import check_checkpoint_choice
 
         validate_fields(self, label=option_label)
+        if not self.out:
+            raise MemarlError("--out is required: a .gif or .mp4 file")
+        check_output_file(self.out, "--out", self.force, suffixes=tuple(WRITERS))
+        if self.map_name == "":
+            raise MemarlError("--map-name must name a map of the library or a pattern")
+        if self.corridor_length is not None:
+            check_corridor_fits(self.corridor_length, self.cell)
         if self.run is None and self.checkpoint not in ("best", "latest"):
             self.run = self.checkpoint  # `memarl render --checkpoint FILE`: the file is the run
         if not self.run:
             raise MemarlError("give the run directory or checkpoint file to render")
+        check_checkpoint_choice(self.run, self.checkpoint)
         if not Path(self.run).exists():
             raise MemarlError(f"no such run directory or checkpoint: {self.run}")
-        if not self.out:
-            raise MemarlError("--out is required: a .gif or .mp4 file")
-        check_checkpoint_choice(self.run, self.checkpoint)
-        check_output_file(self.out, "--out", self.force, suffixes=tuple(WRITERS))
-        check_render_args(self.out, corridor_length=self.corridor_length, map_name=self.map_name,
-                          num_agents=self.num_agents, seed=self.seed, max_steps=self.max_steps,
-                          which=self.checkpoint, deterministic=self.deterministic, fps=self.fps,
-                          cell=self.cell, force=self.force)

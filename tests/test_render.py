@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from memarl.errors import MemarlError
-from memarl.eval.render import (AGENT_COLOURS, HEADER, MAX_FRAME_SIDE, FrameDrawer, check_render_args,
+from memarl.eval.render import (AGENT_COLOURS, HEADER, MAX_FRAME_SIDE, FrameDrawer, RenderConfig,
                                 draw_frame, frame_cell, render_run, write_gif, write_mp4, write_videos)
 
 OBSTACLES = np.zeros((7, 9), dtype=bool)
@@ -125,8 +125,9 @@ def test_bad_options_fail_before_anything_is_loaded_or_created(tmp_path, options
     assert list(tmp_path.iterdir()) == []
 
 
-def test_check_render_args_accepts_the_l1000_test_map(tmp_path):
-    check_render_args(tmp_path / "ep.gif", corridor_length=1000)
+def test_the_l1000_test_map_is_a_valid_render(tmp_path):
+    (tmp_path / "run").mkdir()
+    RenderConfig(run=str(tmp_path / "run"), out=str(tmp_path / "ep.gif"), corridor_length=1000).validate()
 
 
 # ---------------------------------------------------------------- rendering trained runs
