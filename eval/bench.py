@@ -20,6 +20,8 @@ from memarl.errors import MemarlError
 from memarl.files import check_creatable_dir, check_output_file
 
 _CHUNK = 256  # pre-sampled actions per chunk in time-based runs
+BOTTLENECK_NUM_ENVS = 64
+"""default batch of the batched Bottleneck measurement"""
 
 
 @dataclasses.dataclass
@@ -57,10 +59,7 @@ class BenchEnvConfig:
         if self.configs is not None:
             if not name.startswith("pogema-lmapf"):
                 raise MemarlError("--configs applies to pogema-lmapf only")
-            unknown = [c for c in self.configs if c not in LMAPF_CONFIGS]
-            if unknown or not self.configs:
-                raise MemarlError(f"unknown pogema-lmapf config(s) {', '.join(unknown) or '(none)'}; "
-                                  f"known: {', '.join(LMAPF_CONFIGS)}")
+            lmapf_config_names(self.configs)
         self._check_memory(name)
         outputs: list[tuple[Path, str, str]] = []  # (file, the option that names it, format)
         if self.out is not None:
@@ -83,11 +82,11 @@ class BenchEnvConfig:
         from memarl.resources import check_fits, env_bytes
 
         if env_name.startswith("pogema-lmapf"):
-            batches = [(dict(LMAPF_CONFIGS[name], observation_type="follower"),
+            batches = [(lmapf_env_options(name),
                         self.num_envs or lmapf_num_envs(LMAPF_CONFIGS[name]["num_agents"]))
-                       for name in (self.configs or LMAPF_CONFIGS)]
+                       for name in lmapf_config_names(self.configs)]
         else:
-            batches = [({}, self.num_envs or 64)]
+            batches = [({}, self.num_envs or BOTTLENECK_NUM_ENVS)]
         for options, num_envs in batches:
             check_fits({"envs": env_bytes(env_name, num_envs, options)[0]},
                        f"bench env {env_name} with {num_envs} envs", "lower --num-envs")
@@ -199,7 +198,7 @@ def bench_env(env_id: str = "bottleneck", num_envs: int | None = None, steps: in
     if not name.startswith("bottleneck"):
         raise MemarlError(f"bench_env supports the bottleneck and pogema-lmapf envs, got {env_id!r}")
     if num_envs is None:
-        num_envs = 64
+        num_envs = BOTTLENECK_NUM_ENVS
     if num_envs < 1:
         raise MemarlError(f"num_envs must be >= 1, got {num_envs}")
     if steps is not None and steps < 1:
@@ -452,6 +451,21 @@ def _time_pogema_lmapf(steps: int | None, seconds: float | None, seed: int, warm
             "seconds": elapsed, "episodes": episodes}
 
 
+def lmapf_config_names(configs: Any) -> list[str]:
+    """The :data:`LMAPF_CONFIGS` names to run (all for None); unknown or none is a MemarlError."""
+    names = list(LMAPF_CONFIGS) if configs is None else list(configs)
+    unknown = [c for c in names if c not in LMAPF_CONFIGS]
+    if unknown or not names:
+        raise MemarlError(f"unknown pogema-lmapf config(s) {', '.join(unknown) or '(none)'}; "
+                          f"known: {', '.join(LMAPF_CONFIGS)}")
+    return names
+
+
+def lmapf_env_options(name: str) -> dict[str, Any]:
+    """The PogemaConfig options of configuration ``name`` (without num_envs, seed, observation)."""
+    return {**LMAPF_COMMON, **LMAPF_CONFIGS[name]}
+
+
 def bench_pogema_lmapf(configs: list[str] | None = None, num_envs: int | None = None, steps: int | None = None,
                        seconds: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Agent-steps/s of the native POGEMA engine and of pogema 1.4.0, per configuration, in this process.
@@ -475,11 +489,7 @@ def bench_pogema_lmapf(configs: list[str] | None = None, num_envs: int | None = 
     Not timed: constructing the envs, the first reset and a 16-step warm-up. Ratios are ours
     (batched or one env) over pogema and over pogema + preprocessing.
     """
-    names = list(LMAPF_CONFIGS) if configs is None else list(configs)
-    unknown = [c for c in names if c not in LMAPF_CONFIGS]
-    if unknown or not names:
-        raise MemarlError(f"unknown pogema-lmapf config(s) {', '.join(unknown) or '(none)'}; "
-                          f"known: {', '.join(LMAPF_CONFIGS)}")
+    names = lmapf_config_names(configs)
     if num_envs is not None and num_envs < 1:
         raise MemarlError(f"num_envs must be >= 1, got {num_envs}")
     if steps is not None and steps < 1:
@@ -491,7 +501,7 @@ def bench_pogema_lmapf(configs: list[str] | None = None, num_envs: int | None = 
     warmup = 16
     rows = []
     for name in names:
-        config = {**LMAPF_COMMON, **LMAPF_CONFIGS[name]}
+        config = lmapf_env_options(name)
         n = num_envs if num_envs is not None else lmapf_num_envs(config["num_agents"])
         ours = _time_ours_lmapf(n, steps, seconds, seed, warmup, **config)
         ours1 = _time_ours_lmapf(1, steps, seconds, seed, warmup, **config)
