@@ -157,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "device and logging settings may change")
     _add_dataclass_options(train, ppo_config, title="PPO")
 
-    evaluate = commands.add_parser("eval", help="evaluate a run on a map suite",
-                                   description="Run a checkpoint on every map x seed of a suite; "
-                                   "write one CSV row per episode, a Markdown table and a PNG plot.")
+    evaluate = commands.add_parser("eval", help="evaluate a run (or a baseline) on a suite",
+                                   description="Run a checkpoint or a scripted baseline on every episode "
+                                   "(map x agent count x seed) of a suite, any env; write one CSV row per "
+                                   "episode, a Markdown and a JSON summary and a PNG plot. Re-running "
+                                   "continues an interrupted evaluation.")
     _add_dataclass_options(evaluate, configs["eval"][0][0], positional=POSITIONAL["eval"])
 
     render = commands.add_parser("render", help="write a GIF and an MP4 of one episode")
@@ -215,13 +217,12 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _list(what: str) -> None:
-    from memarl.registry import AGENTS, ENVS, SUITES
+    from memarl.registry import AGENTS, ENVS
     if what == "envs":
         for entry in ENVS:
             print(f"{entry.name:24s} {entry.description}")
     elif what == "suites":
-        for entry in SUITES:
-            print(f"{entry.name:24s} {entry.description}")
+        _list_suites()
     else:
         from memarl.agents import make_agent
         print(f"{'agent':12s} {'total params':>13s} {'effective':>10s}  description "
@@ -233,24 +234,28 @@ def _list(what: str) -> None:
 
 
 def _suites(args: argparse.Namespace) -> None:
-    from memarl.envs import suites as S
-    from memarl.registry import SUITES
+    from memarl.envs import maps as M
     if args.what == "fetch":
-        root = S.fetch_data(args.dir)
-        print(f"map data in {root}" + ("" if args.dir is None else f" (set {S.DATA_DIR_ENV}={root} to use it)"))
+        root = M.fetch_data(args.dir)
+        print(f"map data in {root}" + ("" if args.dir is None else f" (set {M.DATA_DIR_ENV}={root} to use it)"))
         return
-    print(f"{'suite':24s} {'episodes':>8s}  {'agents':24s} data (in {S.data_dir()})")
+    _list_suites()
+
+
+def _list_suites() -> None:
+    """Each suite with its episode count, agent counts, and whether its map data is present."""
+    from memarl.envs import maps as M
+    from memarl.registry import SUITES
+    print(f"{'suite':24s} {'episodes':>8s}  {'agents':24s} data (in {M.data_dir()})")
     for entry in SUITES:
         suite = entry.make()
-        if isinstance(suite, S.PogemaSuite):
-            agents = ",".join(map(str, suite.num_agents))
-            files = suite.data_files()
-            data = "generated" if not files else "present" if suite.data_present() else \
-                "missing: " + ", ".join(S.DATA_FILES[k].path for k in files if not S.data_present(k)) \
-                + " (memarl suites fetch)"
-        else:
-            agents, data = str(getattr(suite, "num_agents", 2)), "generated"
+        files = suite.data_files()
+        data = "generated" if not files else "present" if suite.data_present() else \
+            "missing: " + ", ".join(M.DATA_FILES[k].path for k in files if not M.data_present(k)) \
+            + " (memarl suites fetch)"
+        agents = ",".join(map(str, suite.num_agents))
         print(f"{entry.name:24s} {len(suite.episodes()):>8d}  {agents:24s} {data}")
+        print(f"{'':24s} {suite.description}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -271,21 +276,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from memarl.eval.evaluate import EvalConfig, evaluate_run
-    from memarl.registry import SUITES
-    cfg = EvalConfig(**_given(args, EvalConfig))
-    cfg.validate()
-    if hasattr(SUITES.make(cfg.suite), "mode"):  # a POGEMA suite
-        from memarl.eval.pogema_eval import evaluate_pogema_run
-        out = evaluate_pogema_run(cfg.run, cfg.suite, baseline=cfg.baseline, maps=cfg.maps,
-                                  num_agents=None if cfg.agents is None else list(cfg.agents),
-                                  which=cfg.checkpoint, deterministic=cfg.deterministic,
-                                  out_dir=cfg.out, seed=cfg.seed, device=cfg.device, force=cfg.force)
-    else:
-        out = evaluate_run(cfg.run, cfg.suite, episodes=cfg.episodes, which=cfg.checkpoint,
-                           deterministic=cfg.deterministic, out_dir=cfg.out, seed=cfg.seed,
-                           device=cfg.device, max_corridor_length=cfg.max_corridor_length,
-                           force=cfg.force)
+    from memarl.eval.evaluate import EvalConfig, evaluate
+    out = evaluate(EvalConfig(**_given(args, EvalConfig)))
     print(f"wrote {out}")
 
 
@@ -297,7 +289,7 @@ def _render(args: argparse.Namespace) -> None:
                          map_name=cfg.map_name, num_agents=cfg.num_agents, seed=cfg.seed,
                          max_steps=cfg.max_steps, which=cfg.checkpoint,
                          deterministic=cfg.deterministic, fps=cfg.fps, cell=cfg.cell,
-                         force=cfg.force)
+                         force=cfg.force, paths=cfg.paths, egocentric=cfg.egocentric)
     for path in written:
         print(f"wrote {path}")
 

@@ -98,4 +98,4 @@ class Registry:
 
 ENVS = Registry("env", home="memarl.envs")
 AGENTS = Registry("agent", home="memarl.agents")
-SUITES = Registry("suite", home="memarl.envs")
+SUITES = Registry("suite", home="memarl.eval.suites")

@@ -1,14 +1,14 @@
 """The tasks: batched numpy envs (``make``) and PettingZoo adapters (``make_parallel``).
 
-Importing this package registers the envs in :data:`memarl.registry.ENVS` and their suites in
-:data:`memarl.registry.SUITES`.
+Importing this package registers the envs in :data:`memarl.registry.ENVS` (their evaluation
+suites are files in ``eval/suites/``, :mod:`memarl.eval.suites`).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from memarl.errors import MemarlError
-from memarl.registry import ENVS, SUITES
+from memarl.registry import ENVS
 
 ENVS.register(
     "bottleneck-v0", "memarl.envs.bottleneck:BottleneckEnv",
@@ -24,24 +24,6 @@ ENVS.register(
     description="POGEMA lifelong MAPF (native numpy engine): on_target='restart', soft collisions, Follower obs, R=5",
     on_target="restart", collision_system="soft", observation_type="follower", obs_radius=5,
     size=16, density=0.3, num_agents=8, max_episode_steps=256)
-
-SUITES.register("bottleneck-train", "memarl.envs.bottleneck:get_suite",
-                description="Bottleneck, the 16 training maps (L 3..27), episode 512", suite_name="bottleneck-train")
-SUITES.register("bottleneck-test", "memarl.envs.bottleneck:get_suite",
-                description="Bottleneck, the 58 test maps (L 3..50, 100..1000), episode 2L+100, seeds 0..9",
-                suite_name="bottleneck-test")
-
-
-def _register_pogema_suites() -> None:
-    # suites.py imports only the standard library at module level, so this stays cheap
-    from memarl.envs.suites import SUITES as POGEMA_SUITES
-
-    for suite in POGEMA_SUITES.values():
-        SUITES.register(suite.name, "memarl.envs.suites:get_suite", description=suite.description,
-                        suite_name=suite.name)
-
-
-_register_pogema_suites()
 
 PARALLEL_ENTRY_POINTS: dict[str, str] = {
     "bottleneck-v0": "memarl.envs.pettingzoo_env:BottleneckParallelEnv",

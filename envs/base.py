@@ -25,11 +25,25 @@ Env groups stay together everywhere: the agents of one env are never split acros
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from memarl.errors import MemarlError
+
+
+@dataclass(frozen=True)
+class PinnedEpisode:
+    """One episode an evaluator asks an env of a batch to play (``GridEngine.start_episodes``)."""
+
+    map_name: str
+    """a map of the library (:mod:`memarl.envs.maps`), e.g. 'validation-random-seed-000' or
+    'bottleneck-12'"""
+    seed: int
+    """instance seed: fixes the starts and targets (and restart targets) on the map"""
+    max_episode_steps: int | None = None
+    """time limit; None = the env's rule (its config's, Bottleneck's test rule 2L + 100)"""
 
 
 class EpisodeEnds:
@@ -52,14 +66,16 @@ class EpisodeEnds:
                               f"{int(act.min())}..{int(act.max())}")
         return act.astype(np.int64, copy=False)
 
-    def _end_episodes(self, ended: np.ndarray, autoreset: bool
+    def _end_episodes(self, ended: np.ndarray, autoreset: bool | np.ndarray
                       ) -> tuple[list[dict[str, Any] | None], np.ndarray]:
-        """Metrics of every env in ``ended`` ``[N]``; each is reset (``first`` set) or frozen."""
+        """Metrics of every env in ``ended`` ``[N]``; each is reset (``first`` set) where
+        ``autoreset`` (a bool, or ``[N]`` per env) says so, else frozen."""
         metrics: list[dict[str, Any] | None] = [None] * self.num_envs
         first = np.zeros((self.num_envs, self.num_agents), dtype=bool)
+        reset = np.broadcast_to(np.asarray(autoreset, dtype=bool), ended.shape)
         for i in np.flatnonzero(ended):
             metrics[i] = self._episode_metrics(int(i))
-            if autoreset:
+            if reset[i]:
                 self._reset_env(int(i))
                 first[i] = True
             else:

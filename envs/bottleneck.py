@@ -13,23 +13,19 @@ import numpy as np
 
 from memarl.configs import Range, validate_fields
 from memarl.envs import grid as G
+from memarl.envs.base import PinnedEpisode
 from memarl.envs.engine import GridEngine
+from memarl.envs.maps import corridor_length
+from memarl.envs.mapgen import CORRIDOR_COL, MAP_WIDTH, MAX_CORRIDOR_LENGTH, ROOM_ROWS, bottleneck_map, \
+    check_corridor_length
 from memarl.errors import MemarlError
 
 NUM_AGENTS = 2
-ROOM_ROWS = 2
-"""rows of each room"""
-MAP_WIDTH = 9
-"""columns of every Bottleneck map"""
-CORRIDOR_COL = 4
-"""0-based column of the one-cell-wide corridor"""
 
 TRAIN_CORRIDOR_LENGTHS = (3, 4, 5, 6, 7, 8, 12, 16, 17, 18, 20, 21, 22, 23, 24, 27)
 """the 16 training maps of the original code (``env/bottlenecks-9-330.yaml``)"""
 TEST_CORRIDOR_LENGTHS = tuple(range(3, 51)) + tuple(range(100, 1001, 100))
 """the 58 test maps of the original code (``env/test-bottlenecks-9-31000.yaml``)"""
-MAX_CORRIDOR_LENGTH = 10_000
-"""longest corridor an env accepts (the test suite goes to 1000; a map is L + 4 rows)"""
 TRAIN_EPISODE_STEPS = 512
 """training episode length of the original, for every corridor length"""
 
@@ -41,26 +37,6 @@ def eval_episode_steps(corridor_length: int) -> int:
 
 # --------------------------------------------------------------------------------------------
 # maps and start/goal sampling
-
-
-def _check_length(corridor_length: Any) -> int:
-    if isinstance(corridor_length, bool) or not isinstance(corridor_length, (int, np.integer)):
-        raise MemarlError(f"corridor length must be an integer, got {corridor_length!r}")
-    if not 1 <= corridor_length <= MAX_CORRIDOR_LENGTH:
-        raise MemarlError(f"corridor length must be in 1..{MAX_CORRIDOR_LENGTH}, got {corridor_length}")
-    return int(corridor_length)
-
-
-def bottleneck_map(corridor_length: int) -> str:
-    """ASCII map of corridor length ``L``: ``(L + 4)`` rows x 9 columns.
-
-    Rows 0-1 are the top room, rows ``2 .. L+1`` are ``####.####`` (corridor in column 4), rows
-    ``L+2, L+3`` are the bottom room.
-    """
-    length = _check_length(corridor_length)
-    room = "." * MAP_WIDTH
-    corridor = "#" * CORRIDOR_COL + "." + "#" * (MAP_WIDTH - CORRIDOR_COL - 1)
-    return "\n".join([room] * ROOM_ROWS + [corridor] * length + [room] * ROOM_ROWS)
 
 
 def sample_start_goal(corridor_length: int, rng: np.random.Generator,
@@ -77,7 +53,7 @@ def sample_start_goal(corridor_length: int, rng: np.random.Generator,
     agent 0's goal and agent 0's start differs from agent 1's goal; by default such coincidences
     are kept, as in the original.
     """
-    length = _check_length(corridor_length)
+    length = check_corridor_length(corridor_length)
     bottom = ROOM_ROWS + length
     low = np.array([0, 0, bottom, 0, bottom, 0, 0, 0], dtype=np.int64)
     span = np.array([ROOM_ROWS, MAP_WIDTH] * 4, dtype=np.int64)
@@ -167,55 +143,6 @@ class BottleneckConfig:
         if self.max_episode_steps is None:
             return eval_episode_steps(corridor_length)
         return int(self.max_episode_steps)
-
-
-@dataclass(frozen=True)
-class BottleneckSuite:
-    """An evaluation/training map suite: maps x seeds x episode-length rule."""
-
-    name: str
-    """registered name, e.g. 'bottleneck-test'"""
-    env_id: str
-    """env registry id the suite runs on"""
-    corridor_lengths: tuple[int, ...]
-    """corridor lengths L of the suite's maps, in reporting order"""
-    max_episode_steps: int | None
-    """fixed episode length, or None for the rule 2*L + 100"""
-    seeds: tuple[int, ...]
-    """evaluation seeds; (L, seed) fixes the start/goal configuration"""
-    description: str = ""
-    """one line for `memarl list suites`"""
-
-    def episode_steps(self, corridor_length: int) -> int:
-        """Episode length on map ``L``."""
-        if self.max_episode_steps is None:
-            return eval_episode_steps(corridor_length)
-        return int(self.max_episode_steps)
-
-    def episodes(self) -> list[tuple[int, int, int]]:
-        """All ``(corridor_length, seed, max_episode_steps)`` triples, map-major."""
-        return [(L, s, self.episode_steps(L)) for L in self.corridor_lengths for s in self.seeds]
-
-    def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make a :class:`BottleneckEnv` draw from this suite."""
-        return {"corridor_lengths": self.corridor_lengths, "max_episode_steps": self.max_episode_steps}
-
-
-SUITES: dict[str, BottleneckSuite] = {
-    "bottleneck-train": BottleneckSuite(
-        "bottleneck-train", "bottleneck-v0", TRAIN_CORRIDOR_LENGTHS, TRAIN_EPISODE_STEPS, tuple(range(10)),
-        "Bottleneck, the 16 training maps (L 3..27), episode 512"),
-    "bottleneck-test": BottleneckSuite(
-        "bottleneck-test", "bottleneck-v0", TEST_CORRIDOR_LENGTHS, None, tuple(range(10)),
-        "Bottleneck, the 58 test maps (L 3..50, 100..1000), episode 2L+100, seeds 0..9"),
-}
-
-
-def get_suite(suite_name: str) -> BottleneckSuite:
-    """The suite called ``suite_name`` (the SUITES registry entry point)."""
-    if suite_name not in SUITES:
-        raise MemarlError(f"unknown bottleneck suite {suite_name!r}; known: {', '.join(SUITES)}")
-    return SUITES[suite_name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +264,8 @@ class BottleneckEnv(GridEngine):
 
     metadata = {"render_modes": ["ansi"], "name": "bottleneck-v0"}
     config_class = BottleneckConfig
+    observation_fields = ("obs_radius", "hide_finished_targets")
+    """the config fields that change what an agent observes (a policy is evaluated with its own)"""
 
     def __init__(self, config: BottleneckConfig | None = None, **overrides: Any):
         if config is None:
@@ -400,7 +329,7 @@ class BottleneckEnv(GridEngine):
         seeds = self._per_env("episode_seeds", episode_seeds, m)
         steps = self._per_env("max_episode_steps", max_episode_steps, m)
         for i, L, s, t in zip(ids, lengths, seeds, steps):
-            L = _check_length(L)
+            L = check_corridor_length(L)
             if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0):
                 raise MemarlError(f"episode seed must be a non-negative integer or None, got {s!r}")
             if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1):
@@ -450,7 +379,6 @@ class BottleneckEnv(GridEngine):
         cfg = self.config
         rng = self._rngs[i]
         spec = self._pinned[i]
-        episode_seed = None
         if spec is None:
             lengths = cfg.corridor_lengths
             L = lengths[int(rng.integers(len(lengths)))] if len(lengths) > 1 else lengths[0]
@@ -458,15 +386,30 @@ class BottleneckEnv(GridEngine):
                 starts, goals = self._fixed[i][L]
             else:
                 starts, goals = sample_start_goal(L, rng, cfg.distinct_cells)
-            max_steps = cfg.episode_steps(L)
+            self._play(i, L, starts, goals, cfg.episode_steps(L), None)
         else:
-            L, episode_seed, max_steps = spec
-            src = rng if episode_seed is None else np.random.default_rng(episode_seed)
-            starts, goals = sample_start_goal(L, src, cfg.distinct_cells)
-            if max_steps is None:
-                max_steps = cfg.episode_steps(L)
-        self._install(i, bottleneck_grid(L, self.radius), starts, (goals[0:1], goals[1:2]), max_steps)
-        self._lengths[i] = L
+            self._play_seeded(i, *spec)
+
+    def _start_pinned(self, i: int, episode: PinnedEpisode) -> None:
+        """Env ``i`` plays corridor ``bottleneck-L`` with the start/goal of ``episode.seed`` (time
+        limit: the episode's, else the test rule 2L + 100)."""
+        length = corridor_length(episode.map_name)
+        if length is None:
+            raise MemarlError(f"map {episode.map_name!r} is not a Bottleneck corridor (bottleneck-L)")
+        steps = eval_episode_steps(length) if episode.max_episode_steps is None else episode.max_episode_steps
+        self._play_seeded(i, length, int(episode.seed), steps)
+
+    def _play_seeded(self, i: int, length: int, episode_seed: int | None, max_steps: int | None) -> None:
+        """Map ``L`` with the start/goal of ``episode_seed`` (None: from the env's RNG)."""
+        src = self._rngs[i] if episode_seed is None else np.random.default_rng(episode_seed)
+        starts, goals = sample_start_goal(length, src, self.config.distinct_cells)
+        steps = self.config.episode_steps(length) if max_steps is None else max_steps
+        self._play(i, length, starts, goals, steps, episode_seed)
+
+    def _play(self, i: int, length: int, starts: np.ndarray, goals: np.ndarray, max_steps: int,
+              episode_seed: int | None) -> None:
+        self._install(i, bottleneck_grid(length, self.radius), starts, (goals[0:1], goals[1:2]), max_steps)
+        self._lengths[i] = length
         self._episode_seed[i] = episode_seed
 
     def precompute_paths(self) -> None:
@@ -497,10 +440,16 @@ class BottleneckEnv(GridEngine):
             "return": float(self._return[i].mean()),
             "max_episode_steps": int(self._max_steps[i]),
             "episode_seed": self._episode_seed[i],
+            "map_name": f"bottleneck-{int(self._lengths[i])}",
         })
         return metrics
 
     # ---------------------------------------------------------------- state views
+
+    @property
+    def score_metric(self) -> str:
+        """the episode metric that ranks policies on this env (picks ``best.pt``): CSR"""
+        return "CSR"
 
     @property
     def corridor_lengths(self) -> np.ndarray:

@@ -19,13 +19,13 @@ Bottleneck, whose goals are the few room cells, also keeps the path marks of eve
 from __future__ import annotations
 
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import gymnasium
 import numpy as np
 
 from memarl.envs import grid as G
-from memarl.envs.base import EpisodeEnds
+from memarl.envs.base import EpisodeEnds, PinnedEpisode
 from memarl.errors import MemarlError
 
 OnTarget = Literal["finish", "nothing", "restart"]
@@ -165,6 +165,7 @@ class GridEngine(EpisodeEnds):
         self._collisions = np.zeros(n, dtype=np.int64)
         self._bumps = np.zeros(n, dtype=np.int64)
         self._env_idx = np.arange(n)
+        self._pinned_once = np.zeros(n, dtype=bool)  # [N] playing a start_episodes episode: freeze at its end
         self._needs_reset = True
 
     # ---------------------------------------------------------------- episodes
@@ -180,8 +181,44 @@ class GridEngine(EpisodeEnds):
             else:
                 self._reset_env(i, seeds[i])
         self._done[:] = False
+        self._pinned_once[:] = False
         self._needs_reset = False
         return self._observe()
+
+    def start_episodes(self, episodes: Sequence[PinnedEpisode], env_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Start ``episodes[k]`` in env ``env_ids[k]`` (default: env k) now; the others go on.
+
+        Each such env plays exactly that episode (a library map, an instance seed, a time limit)
+        and then freezes (``alive`` all False, no autoreset) until it is given another episode
+        or ``reset()`` is called: the evaluator's way to run a queue of fixed episodes on one
+        batch. Returns the observations of all envs ``[N, A, C, H, W]``; every env must have
+        been started once (by ``reset`` or here) before the first step.
+        """
+        ids = list(range(len(episodes))) if env_ids is None else [int(i) for i in env_ids]
+        if len(ids) != len(episodes):
+            raise MemarlError(f"start_episodes got {len(episodes)} episodes for {len(ids)} env ids")
+        for i in ids:
+            if not 0 <= i < self.num_envs:
+                raise MemarlError(f"env id must be in 0..{self.num_envs - 1}, got {i}")
+        for i, episode in zip(ids, episodes):
+            self._start_pinned(i, episode)
+            self._done[i] = False
+            self._pinned_once[i] = True
+        missing = [i for i, grid in enumerate(self._grids) if grid is None]
+        if missing:
+            raise MemarlError(f"env {missing[0]} has no episode: start an episode in every env of the batch "
+                              f"(or reset()) before stepping")
+        self._needs_reset = False
+        return self._observe()
+
+    def observe(self) -> np.ndarray:
+        """The current observations ``[N, A, C, H, W]`` (what the last reset or step returned)."""
+        if self._needs_reset:
+            raise MemarlError("the env has no episode yet: call reset() or start_episodes() first")
+        return self._observe()
+
+    def _start_pinned(self, i: int, episode: PinnedEpisode) -> None:
+        raise MemarlError(f"{type(self).__name__} cannot play pinned episodes")
 
     def _reset_env(self, i: int) -> None:
         raise NotImplementedError
@@ -485,12 +522,20 @@ class GridEngine(EpisodeEnds):
         truncated = np.repeat(trunc_env[:, None], self.num_agents, axis=1)
         ended = running & (terminated.all(1) | trunc_env)
 
-        if self._autoreset:  # ended envs return the first observation of their next episode
+        # ended envs return the first observation of their next episode (autoreset), or freeze
+        # (no autoreset, or a start_episodes episode) while this step still shows their final state
+        freeze = ended & self._pinned_once if self._autoreset else ended
+        if not freeze.any():
             metrics, first = self._end_episodes(ended, True)
             obs = self._observe()
-        else:  # ended envs freeze, but this step still shows their final state
+        elif not self._autoreset:
             obs = self._observe()
             metrics, first = self._end_episodes(ended, False)
+        else:
+            metrics, first = self._end_episodes(ended & ~freeze, True)
+            obs = self._observe()
+            frozen, _ = self._end_episodes(freeze, False)
+            metrics = [m if m is not None else f for m, f in zip(metrics, frozen)]
         info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
         return obs, reward, terminated, truncated, info
 

@@ -436,3 +436,37 @@ def generate_maps(kind: str, seeds: Iterable[int]) -> dict[str, str]:
     else:
         raise MemarlError(f"unknown map kind {kind!r}; expected one of {', '.join(MAP_KINDS)}")
     return {make_name(seed): make_map(seed) for seed in seeds}
+
+
+# --------------------------------------------------------------------------------------------
+# Bottleneck corridors (SRMT's two-room maps)
+
+ROOM_ROWS = 2
+"""rows of each room"""
+MAP_WIDTH = 9
+"""columns of every Bottleneck map"""
+CORRIDOR_COL = 4
+"""0-based column of the one-cell-wide corridor"""
+MAX_CORRIDOR_LENGTH = 10_000
+"""longest corridor (the test suite goes to 1000; a map is L + 4 rows)"""
+
+
+def check_corridor_length(corridor_length: Any) -> int:
+    """``corridor_length`` as an int in 1..MAX_CORRIDOR_LENGTH, or a one-line MemarlError."""
+    if isinstance(corridor_length, bool) or not isinstance(corridor_length, (int, np.integer)):
+        raise MemarlError(f"corridor length must be an integer, got {corridor_length!r}")
+    if not 1 <= corridor_length <= MAX_CORRIDOR_LENGTH:
+        raise MemarlError(f"corridor length must be in 1..{MAX_CORRIDOR_LENGTH}, got {corridor_length}")
+    return int(corridor_length)
+
+
+def bottleneck_map(corridor_length: int) -> str:
+    """ASCII map of corridor length ``L``: ``(L + 4)`` rows x 9 columns.
+
+    Rows 0-1 are the top room, rows ``2 .. L+1`` are ``####.####`` (corridor in column 4), rows
+    ``L+2, L+3`` are the bottom room.
+    """
+    length = check_corridor_length(corridor_length)
+    room = "." * MAP_WIDTH
+    corridor = "#" * CORRIDOR_COL + "." + "#" * (MAP_WIDTH - CORRIDOR_COL - 1)
+    return "\n".join([room] * ROOM_ROWS + [corridor] * length + [room] * ROOM_ROWS)

@@ -186,7 +186,7 @@ class PogemaParallelEnv(_OneEnvParallel):
             side = 2 * env.radius + 1
             window = gymnasium.spaces.Box(0.0, 1.0, (side, side), dtype=np.float32)
             # relative coordinates: any (cell - start) difference on an H x W map
-            span = np.array([cfg.height - 1, cfg.width - 1], dtype=np.int64)
+            span = np.array([env.instances.height - 1, env.instances.width - 1], dtype=np.int64)
             coords = gymnasium.spaces.Box(-span, span, (2,), dtype=np.int64)
             space: gymnasium.spaces.Space = gymnasium.spaces.Dict(
                 {"obstacles": window, "agents": window, "xy": coords, "target_xy": coords})
@@ -195,7 +195,7 @@ class PogemaParallelEnv(_OneEnvParallel):
         # one shared object per agent: PettingZoo requires observation_space(a) to return the same object
         self.observation_spaces = {a: space for a in self.possible_agents}
         self.action_spaces = {a: env.single_action_space for a in self.possible_agents}
-        self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3, cfg.height, cfg.width), dtype=np.float32)
+        self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3, env.instances.height, env.instances.width), dtype=np.float32)
 
     def _observations(self, obs: np.ndarray, names: list[str]) -> dict[str, Any]:
         if not self._dict_obs:

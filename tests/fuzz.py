@@ -42,7 +42,8 @@ STRING_VALUES: dict[str, tuple[str, ...]] = {
     "eval device": ("meta", "cuda:99", "tpu", ""),
     # render
     "render run": ("{missing}", "{file}"),
-    "render out": ("{file}", "{gif}", "{missing}/ep.png", "{file}/ep.gif", "{run}"),
+    "render out": ("{file}", "{gif}", "{missing}/ep.png", "{file}/ep.gif", "{file}/ep.svg", "{missing}/ep.svgz",
+                   "{run}"),
     "render map_name": ("nope", "random-.+"),
     "render checkpoint": ("newest", "{missing}.pt", "{file}"),
     # bench env

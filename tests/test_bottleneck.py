@@ -422,12 +422,12 @@ def test_registry_and_parallel_env():
     env = ENVS.make("bottleneck", num_envs=4)
     assert isinstance(env, BottleneckEnv) and env.num_envs == 4
     assert isinstance(E.make("bottleneck-v0", num_envs=2, reward="sparse"), BottleneckEnv)
+    from memarl.envs.maps import corridor_length
     test = SUITES.make("bottleneck-test")
-    assert len(test.corridor_lengths) == 58 and test.seeds == tuple(range(10))
-    assert test.episode_steps(1000) == 2100 and len(test.episodes()) == 580
+    assert tuple(map(corridor_length, test.map_names)) == TEST_CORRIDOR_LENGTHS and test.seeds == tuple(range(10))
+    assert test.episode_steps is None and len(test.episodes()) == 580  # the env's rule: 2L + 100
     train = SUITES.make("bottleneck-train")
-    assert train.corridor_lengths == TRAIN_CORRIDOR_LENGTHS and train.episode_steps(27) == 512
-    assert BottleneckEnv(**train.env_kwargs()).config.max_episode_steps == 512
+    assert tuple(map(corridor_length, train.map_names)) == TRAIN_CORRIDOR_LENGTHS and train.episode_steps == 512
     with pytest.raises(MemarlError):
         E.make_parallel("bottleneck", num_envs=2)
 

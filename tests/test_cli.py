@@ -76,12 +76,16 @@ def test_eval_and_render(trained_run, capsys, tmp_path):
     assert code == 0, err
     rows = (out / "episodes.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2  # header + (L=3, 4) x 2 seeds
-    assert "| L |" in (out / "summary.md").read_text()
+    assert "| corridor_length | episodes | CSR | ISR | SoC | makespan |" in (out / "summary.md").read_text()
     assert (out / "plot.png").stat().st_size > 1000
-    code, _, err = run_cli(["eval", str(trained_run), "--suite", "bottleneck-test",
+    before = (out / "episodes.csv").read_bytes()
+    code, _, err = run_cli(["eval", str(trained_run), "--suite", "bottleneck-test",  # done already
+                            "--episodes", "1", "--max-corridor-length", "4", "--out", str(out)], capsys)
+    assert code == 0 and (out / "episodes.csv").read_bytes() == before
+    code, _, err = run_cli(["eval", str(trained_run), "--suite", "bottleneck-test", "--deterministic",
                             "--episodes", "1", "--out", str(out)], capsys)
-    assert_one_line_error(code, err, "already holds results", "--force")
-    assert len((out / "episodes.csv").read_text().splitlines()) == 1 + 2 * 2
+    assert_one_line_error(code, err, "holds results of other actions (--deterministic)", "--force")
+    assert (out / "episodes.csv").read_bytes() == before
     gif = tmp_path / "ep.gif"
     code, _, err = run_cli(["render", str(trained_run), "--corridor-length", "3", "--out",
                             str(gif), "--max-steps", "20"], capsys)

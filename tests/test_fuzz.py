@@ -306,7 +306,9 @@ OTHER_COMMANDS = [
     "bench nope", "nope", "train --env-opt reward=sparse --env-opt reward=dense",
     "train --resume {missing}", "train --resume {file}", "eval --suite bottleneck-test",
     "eval {run} --suite bottleneck-test --baseline greedy",
-    "eval {run} --suite bottleneck-test --maps 2",
+    "eval {run} --suite bottleneck-test --agents 3", "eval {run} --suite pogema-mazes-lmapf",
+    "eval {run} --suite pogema-mazes-lmapf --max-corridor-length 5", "eval {run} --maps 2",
+    "eval {run} --suite {file}", "eval {run} --suite {missing}.yaml",
 ]
 """commands with no config of their own (list, suites) and rules between options"""
 

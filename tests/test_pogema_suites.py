@@ -1,5 +1,5 @@
-"""POGEMA suites: possible start/target cells (warehouse markers), map_name and the map library,
-the suites, ``memarl suites`` (list/fetch) and the benchmark scenario check."""
+"""POGEMA instances and suites: possible start/target cells (warehouse markers), map_name and
+the map library, the suite files, ``memarl suites`` (list/fetch) and the benchmark scenario check."""
 from __future__ import annotations
 
 import os
@@ -12,12 +12,14 @@ import pytest
 
 from memarl.cli import main
 from memarl.envs import grid as G
-from memarl.envs import suites as S
+from memarl.envs import maps as S
 from memarl.envs.engine import draw_cell
-from memarl.envs.pogema_env import PogemaConfig, PogemaEnv, draw_from_possible
+from memarl.envs.pogema_env import PogemaConfig, PogemaEnv
+from memarl.envs.pogema_instances import PogemaInstances, draw_from_possible
 from memarl.errors import MemarlError
 from memarl.registry import SUITES
 
+from . import scenarios
 from .test_pogema_env import _actions, _pe_obs, _pogema, compare
 
 pogema = pytest.importorskip("pogema")
@@ -74,15 +76,15 @@ def _instance_of_pogema(**kw):
 
 
 def test_markers_give_possible_cells_in_row_major_order():
-    cfg = PogemaConfig(map=SMALL, num_agents=2, seed=0)
-    pa, pt = cfg._possible
+    cfg = PogemaInstances(PogemaConfig(map=SMALL, num_agents=2, seed=0))
+    pa, pt = cfg.possible
     text_rows = SMALL.split()
     assert [text_rows[x][y] for x, y in pa.tolist()] == ["@", "@", ".", "@", ".", ".", ".", ".", "@", ".",
                                                         "@", "@", "."]
     assert all(text_rows[x][y] in ".$" for x, y in pt.tolist())
     assert pa.tolist() == sorted(pa.tolist()) and pt.tolist() == sorted(pt.tolist())
-    assert not cfg._obstacles[2, 1]  # '!' is free
-    assert PogemaConfig(map=SMALL.replace("@", ".").replace("$", ".").replace("!", "."))._possible is None
+    assert not cfg.obstacles[2, 1]  # '!' is free
+    assert PogemaInstances(PogemaConfig(map=SMALL.replace("@", ".").replace("$", ".").replace("!", "."))).possible is None
 
 
 def test_possible_instances_match_pogema():
@@ -91,13 +93,13 @@ def test_possible_instances_match_pogema():
     maps = [SMALL, "@.$\n@#$\n@.$", "..@@..\n.#..#.\n$$!!$$\n......"]
     checked = 0
     for text in maps:
-        cfg = PogemaConfig(map=text, seed=0)
-        k = min(len(cfg._possible[0]), len(cfg._possible[1]))
+        cfg = PogemaInstances(PogemaConfig(map=text, seed=0))
+        k = min(len(cfg.possible[0]), len(cfg.possible[1]))
         for seed in rng.integers(0, 10_000, 6).tolist():
             n = int(rng.integers(1, k + 1))
             mode = ["nothing", "finish", "restart"][seed % 3]
             starts, targets, _ = _instance_of_pogema(map=text, num_agents=n, seed=seed, on_target=mode)
-            _, ours_s, ours_t = PogemaConfig(map=text, num_agents=n, seed=seed, on_target=mode).instance(seed)
+            _, ours_s, ours_t = PogemaInstances(PogemaConfig(map=text, num_agents=n, seed=seed, on_target=mode)).instance(seed)
             assert ours_s.tolist() == starts.tolist()
             assert [q[0].tolist() for q in ours_t] == targets.tolist()
             checked += 1
@@ -110,8 +112,8 @@ def test_possible_instances_match_pogema():
         starts, targets, _ = _instance_of_pogema(map=plain, num_agents=3, seed=seed,
                                                  possible_agents_xy=[list(p) for p in pa],
                                                  possible_targets_xy=[list(p) for p in pt])
-        _, ours_s, ours_t = PogemaConfig(map=plain, num_agents=3, seed=seed, possible_agents_xy=pa,
-                                         possible_targets_xy=pt).instance(seed)
+        _, ours_s, ours_t = PogemaInstances(PogemaConfig(map=plain, num_agents=3, seed=seed, possible_agents_xy=pa,
+                                                         possible_targets_xy=pt)).instance(seed)
         assert ours_s.tolist() == starts.tolist()
         assert [q[0].tolist() for q in ours_t] == targets.tolist()
         checked += 1
@@ -159,8 +161,8 @@ def test_step_exact_small_marker_maps(mode):
         cells = rng.choice(list(".#@$!"), size=(h, w), p=[0.35, 0.15, 0.2, 0.2, 0.1])
         cells[0, 0], cells[-1, -1] = "@", "$"  # at least one marker, one start, one target
         text = "\n".join("".join(row) for row in cells)
-        cfg = PogemaConfig(map=text)
-        k = min(len(cfg._possible[0]), len(cfg._possible[1]))
+        cfg = PogemaInstances(PogemaConfig(map=text))
+        k = min(len(cfg.possible[0]), len(cfg.possible[1]))
         n = int(rng.integers(1, min(k, 8) + 1))
         steps = int(rng.choice([16, 40]))
         env, pe = _marker_pair(text, n, int(rng.integers(1000)), mode, ["priority", "block_both"][c % 2],
@@ -211,8 +213,8 @@ def test_marker_errors():
         with pytest.raises(MemarlError, match=word):
             PogemaConfig(**kw)
     # exact positions win over markers (pogema too)
-    cfg = PogemaConfig(map=SMALL, agents_xy=[[0, 0]], targets_xy=[[4, 4]])
-    assert cfg._possible is None and cfg.instance(0)[1].tolist() == [[0, 0]]
+    cfg = PogemaInstances(PogemaConfig(map=SMALL, agents_xy=[[0, 0]], targets_xy=[[4, 4]]))
+    assert cfg.possible is None and cfg.instance(0)[1].tolist() == [[0, 0]]
 
 
 def test_restart_pool_redraw_rule_is_pogemas():
@@ -246,8 +248,8 @@ def test_restart_pool_redraw_rule_is_pogemas():
 
 def test_map_name_of_generated_maps_needs_no_data(no_data):
     from memarl.envs import mapgen
-    cfg = PogemaConfig(map_name="validation-mazes-seed-007", num_agents=4, seed=3)
-    same = PogemaConfig(map=mapgen.maze_map(7), num_agents=4, seed=3)
+    cfg = PogemaInstances(PogemaConfig(map_name="validation-mazes-seed-007", num_agents=4, seed=3))
+    same = PogemaInstances(PogemaConfig(map=mapgen.maze_map(7), num_agents=4, seed=3))
     for a, b in zip(cfg.instance(3), same.instance(3)):
         assert np.array_equal(np.asarray(a, dtype=object if isinstance(a, tuple) else None),
                               np.asarray(b, dtype=object if isinstance(b, tuple) else None))
@@ -273,9 +275,10 @@ def test_map_name_regex_draws_a_map_per_episode(no_data):
     names = S.resolve_map_name("validation-random-seed-00[0-7]")
     assert names == tuple(f"validation-random-seed-00{k}" for k in range(8))
     assert S.resolve_map_name("mazes-.+") == S.FOLLOWER_MAZES  # fullmatch: not the validation mazes
-    cfg = PogemaConfig(map_name="validation-random-seed-00[0-7]", num_agents=3, on_target="restart",
-                       seed=100, num_envs=4, max_episode_steps=5)
-    env = PogemaEnv(cfg)
+    config = PogemaConfig(map_name="validation-random-seed-00[0-7]", num_agents=3, on_target="restart",
+                          seed=100, num_envs=4, max_episode_steps=5)
+    env = PogemaEnv(config)
+    cfg = env.instances
     env.reset()
     seen = set()
     for _ in range(3):
@@ -292,11 +295,11 @@ def test_map_name_regex_draws_a_map_per_episode(no_data):
 
 @needs_data
 def test_follower_regex_and_warehouse_by_name(data_env):
-    cfg = PogemaConfig(map_name="mazes-.+", num_agents=64, on_target="restart", seed=0)
-    assert len(cfg._maps) == 40 and (cfg.height, cfg.width) == (65, 65)
-    wh = PogemaConfig(map_name="wfi_warehouse", num_agents=192, seed=4, on_target="restart")
-    ref = PogemaConfig(map=_warehouse(), num_agents=192, seed=4, on_target="restart")
-    assert wh._possible is not None
+    cfg = PogemaInstances(PogemaConfig(map_name="mazes-.+", num_agents=64, on_target="restart", seed=0))
+    assert len(cfg.maps) == 40 and (cfg.height, cfg.width) == (65, 65)
+    wh = PogemaInstances(PogemaConfig(map_name="wfi_warehouse", num_agents=192, seed=4, on_target="restart"))
+    ref = PogemaInstances(PogemaConfig(map=_warehouse(), num_agents=192, seed=4, on_target="restart"))
+    assert wh.possible is not None
     assert np.array_equal(wh.instance(4)[1], ref.instance(4)[1])
 
 
@@ -320,41 +323,37 @@ EXPECTED = {  # name: (agents, episode length, seeds, maps)
 
 
 def test_suites_registered_with_the_benchmark_settings():
+    from memarl.eval.suites import Suite
     for name, (agents, steps, seeds, maps) in EXPECTED.items():
         suite = SUITES.make(name)
-        assert isinstance(suite, S.PogemaSuite) and suite.name == name
-        assert (suite.num_agents, suite.max_episode_steps, len(suite.seeds), len(suite.map_names)) == \
+        assert isinstance(suite, Suite) and suite.name == name
+        assert (suite.num_agents, suite.episode_steps, len(suite.seeds), len(suite.map_names)) == \
             (agents, steps, seeds, maps), name
-        mapf = suite.mode == "mapf"
-        assert suite.env_options == {"on_target": "nothing" if mapf else "restart", "collision_system": "soft",
-                                     "obs_radius": 5, "observation_type": "MAPF" if mapf else "POMAPF"}
+        mapf = name.endswith("-mapf")
+        assert suite.settings == {"on_target": "nothing" if mapf else "restart", "collision_system": "soft"}
+        assert suite.env_id == ("pogema-mapf-v0" if mapf else "pogema-lmapf-v0")
+        assert suite.metrics == (("CSR", "ISR", "SoC", "makespan", "collisions", "obstacle_collisions") if mapf
+                                 else ("avg_throughput", "collisions", "obstacle_collisions"))
         assert len(set(suite.map_names)) == maps and set(suite.map_names) <= set(S.library_names())
-        assert SUITES.get(name).description == suite.description
-    # the suites' maps, the 40 Follower mazes, and the generated training sets (toolbox seeds
-    # 128..639 random, 128..2175 mazes)
-    assert len(S.library_names()) == 128 * 3 + 1 + 16 + 8 + 40 + 512 + 2048
+    # the suites' maps, the 40 Follower mazes, the generated training sets (toolbox seeds
+    # 128..639 random, 128..2175 mazes) and the Bottleneck corridors 1..10000
+    assert len(S.library_names()) == 128 * 3 + 1 + 16 + 8 + 40 + 512 + 2048 + 10_000
     assert S.resolve_map_name("training-mazes-seed-.+")[0] == "training-mazes-seed-128"
     assert not set(S.resolve_map_name("training-mazes-seed-.+")) & set(SUITES.make("pogema-mazes-lmapf").map_names)
 
 
-def test_episodes_and_env_config(no_data):
+def test_episodes(no_data):
     suite = SUITES.make("pogema-random-lmapf")
     eps = suite.episodes()
     assert len(eps) == 6 * 128
     assert [(e.num_agents, e.map_name) for e in eps[:2]] == [(8, "validation-random-seed-000"),
                                                              (8, "validation-random-seed-001")]
     assert eps[128].num_agents == 16 and eps[-1].map_name == "validation-random-seed-127"
-    puzzles = SUITES.make("pogema-puzzles-mapf").episodes()
-    assert [(e.map_name, e.seed) for e in puzzles[:11:10]] == [("puzzle-00", 0), ("puzzle-01", 0)]
-    cfg = suite.env_config(eps[130], auto_reset=False, observation_type="follower")
-    assert (cfg.num_agents, cfg.seed, cfg.max_episode_steps, cfg.on_target, cfg.collision_system,
-            cfg.obs_radius, cfg.observation_type, cfg.auto_reset) == \
-        (16, 0, 256, "restart", "soft", 5, "follower", False)
-    assert cfg.map == S.map_text("validation-random-seed-002")
-    with pytest.raises(MemarlError, match="has no map"):
-        suite.map_text("puzzle-00")
+    puzzles = SUITES.make("pogema-puzzles-mapf")
+    assert [(e.map_name, e.seed) for e in puzzles.episodes()[:11:10]] == [("puzzle-00", 0), ("puzzle-01", 0)]
+    assert not puzzles.data_present() and suite.data_present()
     with pytest.raises(MemarlError, match="05-puzzles/maps.yaml is missing"):
-        SUITES.make("pogema-puzzles-mapf").env_config(puzzles[0])
+        puzzles.check_maps()
 
 
 @needs_data
@@ -433,7 +432,7 @@ def test_fetch_offline_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
 def test_cli_suites_list(capsys, no_data):
     assert main(["suites", "list"]) == 0
     out = capsys.readouterr().out
-    row = {line.split()[0]: line for line in out.splitlines()[1:]}
+    row = {line.split()[0]: line for line in out.splitlines()[1:] if not line.startswith(" ")}
     assert set(EXPECTED) <= set(row) and "bottleneck-test" in row
     assert re.search(r"pogema-random-mapf\s+768\s+8,16,24,32,48,64\s+generated", row["pogema-random-mapf"])
     assert "missing: 03-warehouse/maps.results-version.yaml" in row["pogema-warehouse-lmapf"]
@@ -452,7 +451,7 @@ def test_cli_suites_list_with_data(capsys, data_env):
 
 
 def _check(suite: str, limit: int | None):
-    report = S.check_scenarios(DATA, suite, limit=limit)
+    report = scenarios.check_scenarios(DATA, suite, limit=limit)
     assert report["config_ok"], report["config_diffs"]
     assert report["all_match"], report["mismatches"]
     return report
@@ -481,8 +480,8 @@ def test_scenario_check_catches_the_other_warehouse_version(data_env, monkeypatc
     """maps.yaml (start/target markers swapped, '!' corridors) does not give the stored scenarios."""
     import yaml
     other = yaml.load((DATA / "03-warehouse" / "maps.yaml").read_text(), Loader=yaml.CSafeLoader)["wfi_warehouse"]
-    monkeypatch.setattr(S.PogemaSuite, "map_text", lambda self, name: other)
-    report = S.check_scenarios(DATA, "pogema-warehouse-mapf", limit=4)
+    monkeypatch.setattr(scenarios, "map_text", lambda name: other)
+    report = scenarios.check_scenarios(DATA, "pogema-warehouse-mapf", limit=4)
     assert report["starts_ok"] == 0 and not report["all_match"] and report["mismatches"]
 
 

@@ -361,9 +361,9 @@ def test_failed_final_checkpoint_write_is_an_error_naming_the_lost_work(tmp_path
 # --- eval and render: broken latest, a named checkpoint file ----------------------------------
 
 def eval_checkpoint_column(out):
-    rows = (out / "episodes.csv").read_text().splitlines()
-    column = rows[0].split(",").index("checkpoint")
-    return {row.split(",")[column] for row in rows[1:]}
+    import csv
+    with (out / "episodes.csv").open() as f:
+        return {row["checkpoint"] for row in csv.DictReader(f)}
 
 
 def test_eval_latest_passes_over_a_truncated_checkpoint(run_copy, capsys, tmp_path):

@@ -10,6 +10,13 @@ Loading names the problem in one line (missing file, not a memarl checkpoint, co
 ``latest`` passes over unreadable newer files to the newest checkpoint that loads; ``best``
 falls back to latest when best.pt is missing or unreadable; each fallback prints one warning
 line naming what it skipped. A file path is loaded as it is, without fallback.
+
+Self-description: a checkpoint records the resolved env config (``env_config``: every field of
+the training env's config, after defaults), the registry id it resolved to (``env_id``) and the
+env's ``score_metric``, so that evaluation and rendering rebuild the training observation from
+the file alone (:func:`checkpoint_env_config`). Checkpoints written before these keys existed
+still load: their env config is resolved from the registry defaults of today and the user's
+``env_options``, as their trainer built it.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from memarl.errors import MemarlError
@@ -31,6 +39,9 @@ BEST_NAME = "best.pt"
 BROKEN_SUFFIX = ".broken"
 """appended to unreadable checkpoints that a resumed run moves out of its way"""
 CHOICES = ("latest", "best")
+ENV_CONFIG_FROM_CHECKPOINT = "checkpoint"
+ENV_CONFIG_RESOLVED = "resolved from env_options and today's defaults"
+"""``env_config_source`` of a checkpoint written before checkpoints recorded their env config"""
 
 
 class UnreadableCheckpoint(MemarlError):
@@ -283,3 +294,104 @@ def load_run_checkpoint(path: Path | str, which: str = "latest") -> tuple[Path, 
              + ", ".join(f"{e.path.name} ({e.reason})" for e in skipped)
              + f" in {checkpoint_dir}; using {latest.path.name}")
     return latest.path, latest.payload
+
+
+# --- the env a checkpoint was trained on --------------------------------------------------------
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples and numpy arrays/scalars as lists and Python scalars, so that an env
+    config reads the same after a trip through JSON (evaluation results record it)."""
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    return value
+
+
+def env_config_fields(config: Any) -> dict[str, Any]:
+    """Every dataclass field of an env config, JSON-able. Only declared fields: state a config
+    derives in ``__post_init__`` is derived again when the config is rebuilt from them."""
+    return {field.name: jsonable(getattr(config, field.name))
+            for field in dataclasses.fields(config)}
+
+
+def _env_config_class(env_id: str, file: Path | str) -> type:
+    from memarl.registry import ENVS
+    config_class = getattr(ENVS.get(env_id).load(), "config_class", None)
+    if config_class is None:
+        raise MemarlError(f"{file}: env {env_id!r} declares no config_class, so a checkpoint "
+                          f"cannot describe it")
+    return config_class
+
+
+def complete_env_config(env_id: str, given: Any, file: Path | str,
+                        entry: str = "env_config") -> dict[str, Any]:
+    """Every field of env ``env_id``'s config: ``given`` over the field defaults, JSON-able.
+
+    Each value is checked against its field's declared type and range, so a malformed entry is
+    one line naming ``file``; rules between fields are left to the config, which runs them when
+    the env is built (building it here would read the map files of a named map, which loading a
+    policy does not need).
+    """
+    from memarl.configs import check_value, field_specs
+    config_class = _env_config_class(env_id, file)
+    what = f"{file}: malformed {entry} for {config_class.__name__}"
+    if not isinstance(given, dict):
+        raise MemarlError(f"{what} (a {type(given).__name__}, not a dict)")
+    fields = [field for field in dataclasses.fields(config_class) if field.init]
+    names = {field.name for field in fields}
+    unknown = sorted(str(key) for key in given if key not in names)
+    if unknown:
+        raise MemarlError(f"{what} (unknown field(s) {', '.join(unknown)})")
+    specs = field_specs(config_class)
+    config = {}
+    for field in fields:
+        if field.name in given:
+            value = given[field.name]
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        elif field.default is not dataclasses.MISSING:
+            value = field.default
+        else:
+            raise MemarlError(f"{what} (no value for {field.name})")
+        try:
+            check_value(value, specs[field.name], field.name)
+        except MemarlError as error:
+            raise MemarlError(f"{what} ({error})") from None
+        config[field.name] = jsonable(value)
+    return config
+
+
+def checkpoint_env_config(payload: dict, file: Path | str) -> tuple[str, dict[str, Any], str]:
+    """``(env_id, env_config, source)`` of a loaded checkpoint: the registered env id, every
+    field of the training env's config (JSON-able; ``config_class(**env_config)`` rebuilds it)
+    and where the config came from (:data:`ENV_CONFIG_FROM_CHECKPOINT` or
+    :data:`ENV_CONFIG_RESOLVED`).
+
+    A checkpoint without ``env_config`` (written before checkpoints recorded it) is resolved as
+    its trainer built the env: today's registry defaults of its env under its ``env_options``,
+    with the run's ``num_envs`` and ``seed``. A default changed since then changes that result,
+    which ``source`` admits. Raises a one-line MemarlError naming ``file`` for a malformed entry.
+    """
+    from memarl.registry import ENVS
+    name = payload.get("env_id", payload.get("env"))
+    if not isinstance(name, str):
+        raise MemarlError(f"{file}: malformed env id {jsonable(name)!r}")
+    try:
+        env_id = ENVS.resolve(name)
+    except MemarlError as error:
+        raise MemarlError(f"{file}: {error}") from None
+    if "env_config" in payload:
+        return (env_id, complete_env_config(env_id, payload["env_config"], file),
+                ENV_CONFIG_FROM_CHECKPOINT)
+    options = payload.get("env_options") or {}
+    run = payload.get("config") or {}
+    if not isinstance(options, dict) or not isinstance(run, dict):
+        raise MemarlError(f"{file}: malformed env_options or config")
+    given = {**ENVS.get(env_id).kwargs, **options}
+    given.update({key: run[key] for key in ("num_envs", "seed") if key in run})
+    return env_id, complete_env_config(env_id, given, file, "env_options"), ENV_CONFIG_RESOLVED

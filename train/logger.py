@@ -12,16 +12,15 @@ import numpy as np
 
 EPISODE_KEYS = ("return", "CSR", "ISR", "SoC", "makespan", "episode_length", "avg_throughput", "collisions")
 """episode metrics averaged over the recent window and written as ``charts/<key>``"""
-SCORE_KEYS = ("CSR", "avg_throughput")
-"""the metric that picks ``best.pt``: the first of these the env reports (MAPF: CSR, LMAPF:
-average throughput)"""
 
 
 class RunLogger:
     """Writes ``charts/``, ``losses/``, ``perf/`` scalars and prints progress every few seconds."""
 
     def __init__(self, tb_dir: Path | None, total_steps: int, print_every_s: float = 5.0,
-                 window: int = 100, stream=sys.stdout):
+                 window: int = 100, stream=sys.stdout, score_metric: str | None = None):
+        """``score_metric``: the episode metric :meth:`score` reports, the one the env declares
+        (``env.score_metric``); None: no score, so no best.pt."""
         self.writer = None
         if tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -33,6 +32,10 @@ class RunLogger:
         self.start_time = time.time()
         self.start_steps = 0
         self.last_print = 0.0
+        self.score_metric = score_metric
+        # an env may declare a score metric that EPISODE_KEYS does not list: it is charted too
+        self.kept_keys = EPISODE_KEYS + tuple(
+            key for key in (score_metric,) if key is not None and key not in EPISODE_KEYS)
 
     def set_start(self, steps: int) -> None:
         self.start_time, self.start_steps = time.time(), steps
@@ -49,7 +52,7 @@ class RunLogger:
 
     def episodes(self, episodes: list[dict], step: int) -> None:
         for episode in episodes:
-            for key in EPISODE_KEYS:
+            for key in self.kept_keys:
                 if key in episode:
                     self.recent[key].append(float(episode[key]))
         if episodes:
@@ -76,11 +79,10 @@ class RunLogger:
         print(" | ".join(parts), file=self.stream, flush=True)
 
     def score(self, min_episodes: int = 20) -> float | None:
-        """Recent mean of the first SCORE_KEYS metric seen, once ``min_episodes`` are in."""
-        for key in SCORE_KEYS:
-            if self.recent.get(key):
-                return self.recent_mean(key) if len(self.recent[key]) >= min_episodes else None
-        return None
+        """Recent mean of the score metric, once ``min_episodes`` episodes reported it."""
+        if self.score_metric is None or len(self.recent.get(self.score_metric, ())) < min_episodes:
+            return None
+        return self.recent_mean(self.score_metric)
 
     def recent_mean(self, key: str) -> float | None:
         return float(np.mean(self.recent[key])) if self.recent.get(key) else None

@@ -28,8 +28,8 @@ from memarl.errors import MemarlError, TrainingInterrupted
 from memarl.resources import check_training_memory, estimate_training_memory
 from memarl.train.checkpoint import (BEST_NAME, BROKEN_SUFFIX, CHECKPOINT_FORMAT,
                                      CheckpointWriteFailed, LatestCheckpoint, atomic_torch_save,
-                                     load_error_summary, move_aside, newest_resumable_checkpoint,
-                                     save_checkpoint, warn)
+                                     env_config_fields, load_error_summary, move_aside,
+                                     newest_resumable_checkpoint, save_checkpoint, warn)
 from memarl.train.logger import RunLogger
 from memarl.train.ppo import PPOConfig, ppo_update
 from memarl.train.rollout import RolloutCollector
@@ -362,8 +362,12 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                 raise MemarlError(f"run {run_dir} is already at {agent_steps:,} agent-steps "
                                   f"({resumed.path.name}); --total-steps must exceed it "
                                   f"(now {cfg.total_steps:,})")
-            best_score = resumed.payload.get("best_score",
-                                             resumed.payload.get("best_csr", -1.0))
+            # a best score in another metric says nothing of this one; checkpoints that do not
+            # name their metric were ranked by the first of CSR / avg_throughput their env
+            # reported, which is the metric the env declares
+            if resumed.payload.get("score_metric", env.score_metric) == env.score_metric:
+                best_score = resumed.payload.get("best_score",
+                                                 resumed.payload.get("best_csr", -1.0))
             generator = np.random.default_rng([cfg.seed, update])
             torch.manual_seed(cfg.seed + update)
         # the collector's first env.reset() runs here: an env that fails only at reset fails
@@ -381,16 +385,25 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             _note(f"run directory {run_dir} was left locked by {lock.stale.describe()}, which "
                   f"is gone; took it over")
 
-        logger = RunLogger(run_dir / "tb", cfg.total_steps, cfg.print_every_s, stream=out)
+        logger = RunLogger(run_dir / "tb", cfg.total_steps, cfg.print_every_s, stream=out,
+                           score_metric=env.score_metric)
         logger.text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
         logger.set_start(agent_steps)
         last_good = resumed.path if resumed is not None else None
         last_good_steps = agent_steps
 
+        # the checkpoint describes its env whole, so that eval and render rebuild the training
+        # observation from it even after a default changes (env/env_options stay for readers)
+        from memarl.registry import ENVS
+        env_description = {"env": cfg.env, "env_options": cfg.env_options,
+                           "env_id": ENVS.resolve(cfg.env),
+                           "env_config": env_config_fields(env.config),
+                           "score_metric": env.score_metric}
+
         def checkpoint_payload() -> dict:
             return {
                 "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
-                "env": cfg.env, "env_options": cfg.env_options,
+                **env_description,
                 "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
                 "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
                 "update": update, "agent_steps": agent_steps, "best_score": best_score,
