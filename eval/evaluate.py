@@ -120,7 +120,9 @@ class EvalConfig:
             raise MemarlError(f"no such run directory or checkpoint: {self.run}")
         if self.run is not None:
             check_checkpoint_choice(self.run, self.checkpoint)
-        resolve_device(self.device)
+        if resolve_device(self.device).type != "cpu" and self.workers > 1:
+            raise MemarlError("--workers > 1 runs the workers on the CPU; give --device cpu, or --workers 1 "
+                              "for the GPU")
         if self.out is not None:
             check_creatable_dir(self.out, "--out")
         if not self.suite:
@@ -403,7 +405,6 @@ def play_in_workers(policy: EvalPolicy, suite: Suite, episodes: Sequence[SuiteEp
     rows = context.Queue()
     workers = min(workers, len(episodes))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    options = {**options, "device": "cpu"}
     procs = [context.Process(target=_worker, args=((policy, suite, list(episodes[w::workers]), options, threads,
                                                     rows),), daemon=True) for w in range(workers)]
     for proc in procs:
@@ -718,9 +719,8 @@ def compare_published(cfg: EvalConfig, policy: EvalPolicy) -> Path:
         raise MemarlError(f"no POGEMA suite results in {base}: run `memarl eval ... --suite pogema-...` first")
     modes = {"lmapf" if name.endswith("-lmapf") else "mapf" for name in results}
     out = Path(cfg.out) if cfg.out is not None and not cfg.suite else base / "compare-published"
-    for mode in sorted(modes):
-        chosen = {k: v for k, v in results.items() if (k.endswith("-lmapf")) == (mode == "lmapf")}
-        write_comparison(chosen, policy.label, out / mode, mode)
+    for mode in sorted(modes):  # each mode reads the suites it needs (pathfinding serves both)
+        write_comparison(results, policy.label, out / mode, mode)
     return out
 
 

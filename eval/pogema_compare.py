@@ -44,7 +44,7 @@ the baselines keep their published values (recomputing them would need every bas
 per-instance results; on instances where ours beats the published best they would drop a
 little -- the count is reported). Scalability uses our Warehouse rows (any seeds), Coordination
 our matched Random/Mazes rows, with ``collisions`` (agent-agent, like ``a_collisions``) plus
-``o_collisions`` when a row has it.
+``obstacle_collisions`` (like ``o_collisions``) when a row has it.
 
 The carried table ``eval/data/pogema_published.json`` holds the baselines' six metrics and the
 per-instance bests, derived from the raw data by :func:`published_table` (``python -m
@@ -495,7 +495,8 @@ def comparison_markdown(label: str, mode: str, ours: dict, carried: dict) -> str
               "- Coordination: collisions per agent-step, divided by " +
               (f"{LMAPF_COORDINATION_STEPS} x agents (the paper script's constant, also for 128-step Mazes)"
                if mode == "lmapf" else "episode length x agents") +
-              "; ours count agent-agent collisions, plus agent-obstacle ones where rows record `o_collisions`."]
+              "; ours count agent-agent plus agent-obstacle collisions (`collisions` + `obstacle_collisions`), "
+              "as the published `a_collisions` + `o_collisions`."]
     return "\n".join(lines) + "\n"
 
 
