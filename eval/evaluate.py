@@ -248,7 +248,8 @@ def make_suite_env(suite: Suite, settings: dict, num_envs: int, num_agents: int,
     from memarl.registry import ENVS
 
     kwargs = dict(settings, num_envs=num_envs)
-    if not suite.env_id.startswith("bottleneck"):
+    config_fields = {f.name for f in dataclasses.fields(ENVS.get(suite.env_id).load().config_class)}
+    if {"num_agents", "map_name"} <= config_fields:  # envs whose config names the map and agent count
         kwargs.update(num_agents=num_agents, map_name=first_map, seed=0)
     env = ENVS.make(suite.env_id, **kwargs)
     if policy is not None and policy.obs_shape is not None and tuple(env.obs_shape) != policy.obs_shape:
@@ -563,14 +564,16 @@ class RowWriter:
         self.file.close()
 
 
-def default_out(cfg: EvalConfig, suite_name: str) -> Path:
-    if cfg.out is not None:
-        return Path(cfg.out)
+def results_root(cfg: EvalConfig) -> Path:
+    """Where a policy's suite results go by default: RUN/eval, or baselines/NAME for a baseline."""
     if cfg.baseline is not None:
-        return Path("baselines") / cfg.baseline / suite_name
+        return Path("baselines") / cfg.baseline
     run = Path(cfg.run)
-    base = run if run.is_dir() else run.parent.parent
-    return base / "eval" / suite_name
+    return (run if run.is_dir() else run.parent.parent) / "eval"
+
+
+def default_out(cfg: EvalConfig, suite_name: str) -> Path:
+    return Path(cfg.out) if cfg.out is not None else results_root(cfg) / suite_name
 
 
 def _manifest(cfg: EvalConfig, suite: Suite, policy: EvalPolicy, episodes: Sequence[SuiteEpisode]) -> dict:
@@ -707,13 +710,13 @@ def write_videos(folder: Path, suite: Suite, policy: EvalPolicy, episodes: Seque
 
 def compare_published(cfg: EvalConfig, policy: EvalPolicy) -> Path:
     """``--compare published``: the run's POGEMA results among the published baselines."""
-    from memarl.eval.pogema_compare import write_comparison
+    from memarl.eval.pogema_compare import OUR_SUITES, write_comparison
 
-    base = default_out(dataclasses.replace(cfg, out=None), "x").parent
+    base = results_root(cfg)
     results = {}
     for path in sorted(base.glob(f"*/{ROWS}")):
         rows = read_rows(path)
-        if rows and rows[0]["suite"].startswith("pogema-"):
+        if rows and rows[0]["suite"] in OUR_SUITES:  # the benchmark's suites, whatever else was evaluated
             results[rows[0]["suite"]] = rows
     if not results:
         raise MemarlError(f"no POGEMA suite results in {base}: run `memarl eval ... --suite pogema-...` first")

@@ -200,7 +200,7 @@ def parse_suite(data: Any, where: str) -> Suite:
         except MemarlError as error:
             raise _fail(where, str(error)) from None
         map_names += [m for m in found if m not in map_names]
-    bottleneck = env_id.startswith("bottleneck")
+    bottleneck = "corridor_lengths" in fields  # an env that plays the Bottleneck corridors
     corridors = [M.corridor_length(m) is not None for m in map_names]
     if bottleneck and not all(corridors):
         raise _fail(where, f"env {env_id} plays Bottleneck corridors (bottleneck-L), not {map_names[corridors.index(False)]!r}")
@@ -252,7 +252,8 @@ def parse_suite(data: Any, where: str) -> Suite:
 def _check_settings(suite: Suite, config_class: type) -> None:
     """The settings make a valid env config (validated by the config class itself)."""
     # a tiny stand-in map: the suite's own maps may need data that is fetched later
-    probe = {"map": "..", "num_agents": 1} if not suite.env_id.startswith("bottleneck") else {}
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    probe = {"map": "..", "num_agents": 1} if {"map", "num_agents"} <= fields else {}
     try:
         config_class(**suite.settings, **probe)
     except MemarlError as error:
