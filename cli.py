@@ -35,7 +35,7 @@ def _options_epilog() -> str:
     """The env and agent config fields, for ``memarl train --help``."""
     import textwrap as tw
 
-    from memarl.agents import agent_config_class
+    from memarl.agents import agent_config_class, agent_presets
     from memarl.registry import AGENTS, ENVS
 
     def describe(title: str, config_class: type) -> list[str]:
@@ -61,7 +61,11 @@ def _options_epilog() -> str:
     for entry in AGENTS:
         seen.setdefault(agent_config_class(entry.name), []).append(entry.name)
     for config_class, names in seen.items():
-        lines += describe(f"--agent-opt KEY=VALUE for {', '.join(names)}:", config_class) + [""]
+        presets = ", ".join(agent_presets(names[0]))
+        lines += describe(f"--agent-opt KEY=VALUE for {', '.join(names)}:", config_class)
+        lines += tw.wrap(f"preset = (the env's): field values of a preset, then the other "
+                         f"options on top; one of {presets}", width=96,
+                         initial_indent="  ", subsequent_indent="      ") + [""]
     return "\n".join(lines)
 
 
@@ -224,13 +228,35 @@ def _list(what: str) -> None:
     elif what == "suites":
         _list_suites()
     else:
-        from memarl.agents import make_agent
-        print(f"{'agent':12s} {'total params':>13s} {'effective':>10s}  description "
-              f"(Bottleneck sizes: obs 3x5x5, 5 actions)")
-        for entry in AGENTS:
-            counts = make_agent(entry.name, (3, 5, 5), 5).parameter_counts()
-            print(f"{entry.name:12s} {counts['total']:>13,} {counts['effective']:>10,}  "
-                  f"{entry.description}")
+        _list_agents()
+
+
+PRESET_SHAPES = {"bottleneck": ((3, 5, 5), 5), "lmapf": ((3, 11, 11), 5), "tmaze": ((4,), 4)}
+"""the observation shape and action count each agent preset is sized for in `memarl list agents`"""
+
+
+def _list_agents() -> None:
+    import torch
+
+    from memarl.agents import agent_presets, make_agent
+    from memarl.registry import AGENTS
+    presets = list(PRESET_SHAPES)
+    print("parameters per preset, total (effective = without position tables); observation "
+          "shapes: " + ", ".join(f"{p} {'x'.join(map(str, s))}" for p, (s, _) in
+                                   PRESET_SHAPES.items()))
+    print(f"{'agent':10s} " + " ".join(f"{p:>21s}" for p in presets) + "  description")
+    for entry in AGENTS:
+        cells = []
+        for preset in presets:
+            if preset not in agent_presets(entry.name):
+                cells.append(f"{'-':>21s}")
+                continue
+            obs_shape, actions = PRESET_SHAPES[preset]
+            with torch.device("meta"):  # counts only: no memory, no initialisation cost
+                counts = make_agent(entry.name, obs_shape, actions, preset=preset
+                                    ).parameter_counts()
+            cells.append(f"{counts['total']:>10,} ({counts['effective']:>8,})")
+        print(f"{entry.name:10s} " + " ".join(cells) + f"  {entry.description}")
 
 
 def _suites(args: argparse.Namespace) -> None:

@@ -90,7 +90,9 @@ def _activation_elements(policy: Any, steps: int, num_agents: int) -> int:
     try:
         obs = torch.zeros(steps, 1, num_agents, *policy.obs_shape, device="meta")
         flags = torch.ones(steps, 1, num_agents, dtype=torch.bool, device="meta")
-        policy.sequence(obs, policy.initial_state(1, num_agents, torch.device("meta")), flags, flags)
+        positions = torch.zeros(steps, 1, num_agents, 2, dtype=torch.long, device="meta")
+        policy.sequence(obs, policy.initial_state(1, num_agents, torch.device("meta")), flags, flags,
+                        positions)
     finally:
         for handle in handles:
             handle.remove()

@@ -1,22 +1,27 @@
-"""Actor/critic heads and the policy skeleton every agent shares (encoder -> core -> heads).
+"""Actor/critic heads, the policy skeleton every agent shares, and agent registration.
 
-:class:`ActorCriticPolicy` implements the contract of :mod:`memarl.agents.base` once:
-``step`` encodes ``[N, A, C, H, W]`` observations, runs the subclass's core step on ``[N, A, D]``
-and applies the heads; ``sequence`` encodes all ``T`` steps in one batch and then runs the very
-same core step ``T`` times (backpropagation through time over the segment), so ``step`` x T and
-``sequence`` agree up to float rounding of the batched encoder.
+:class:`ActorCriticPolicy` implements the contract of :mod:`memarl.agents.base` once for
+encoder -> memory core -> heads: ``step`` encodes ``[N, A, *obs_shape]`` observations and runs the
+core's ``step``; ``sequence`` encodes all ``T`` steps in one batch and hands them to the core's
+``sequence`` (a loop of ``step`` unless the core has a parallel form), so ``step`` x T and
+``sequence`` agree up to float rounding.
+
+An agent's factory is registered together with its config class and presets
+(:func:`registered_with`), so the CLI and the checkpoint loader read the config class without
+building a model.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from memarl.agents.base import State
-from memarl.agents.encoders import ResNetEncoder, orthogonal_init, require
+from memarl.agents.encoders import make_encoder, orthogonal_init, require
 from memarl.errors import MemarlError
+from memarl.memory.core import MemoryCore
 
 
 class ActorCriticHeads(nn.Module):
@@ -32,6 +37,17 @@ class ActorCriticHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.actor(x), self.critic(x).squeeze(-1)     # [..., num_actions], [...]
+
+
+def registered_with(config_class: type, presets: dict[str, dict[str, Any]]):
+    """Decorator for an agent factory ``make(obs_shape, num_actions, preset, **overrides)``: it
+    records ``config_class`` and ``presets`` on the factory (read by
+    :func:`memarl.agents.agent_config_class` and :func:`memarl.agents.agent_presets`)."""
+    def attach(factory: Callable[..., Any]) -> Callable[..., Any]:
+        factory.config_class = config_class
+        factory.presets = presets
+        return factory
+    return attach
 
 
 def build_config(cls: type, agent: str, presets: dict[str, dict[str, Any]], preset: str,
@@ -60,57 +76,51 @@ def _mask(value: torch.Tensor | None, shape: tuple[int, ...], name: str,
 
 
 class ActorCriticPolicy(nn.Module):
-    """Encoder -> core -> heads. Subclasses set ``self.core_dim`` before calling
-    ``_build_heads`` and implement :meth:`initial_state` and :meth:`_core_step`.
+    """Encoder (from the observation shape) -> memory core -> heads.
 
-    Attributes: ``config`` (the agent's config dataclass), ``obs_shape`` ``(C, H, W)``,
-    ``num_actions``, ``encoder``, ``heads``.
+    Attributes: ``config`` (the agent's config dataclass), ``obs_shape``, ``num_actions``,
+    ``encoder``, ``core`` (a :class:`~memarl.memory.core.MemoryCore`), ``heads``.
+
+    ``make_core(config)`` builds the core after the encoder and before the heads: parameters
+    are initialised in that order, so a seed gives the same initial weights as ever.
     """
 
-    #: whether ``sequence`` backpropagates through the recurrent state (config ``bptt``)
-    bptt: bool = True
-
-    def __init__(self, config, obs_shape: tuple[int, ...], num_actions: int):
+    def __init__(self, config, obs_shape: tuple[int, ...], num_actions: int,
+                 make_core: Callable[[Any], MemoryCore]):
         super().__init__()
         require(isinstance(num_actions, int) and num_actions >= 1,
                 f"num_actions must be a positive int, got {num_actions!r}")
         self.config = config
         self.obs_shape = tuple(int(s) for s in obs_shape)
         self.num_actions = num_actions
-        self.encoder = ResNetEncoder(self.obs_shape, config.filters, config.res_blocks,
-                                     config.d_model)
+        self.encoder = make_encoder(self.obs_shape, config)
+        self.core = make_core(config)
+        self.heads = ActorCriticHeads(self.core.feature_dim, num_actions)
 
-    def _build_heads(self, in_dim: int) -> None:
-        self.heads = ActorCriticHeads(in_dim, self.num_actions)
-
-    # ---- to implement -------------------------------------------------------------------
-    def initial_state(self, num_envs: int, num_agents: int,
-                      device: torch.device | None = None) -> State:
-        raise NotImplementedError
-
-    def _core_step(self, e: torch.Tensor, state: State, first: torch.Tensor,
-                   alive: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """e ``[N, A, D]`` -> trunk features ``[N, A, F]`` and the new state."""
-        raise NotImplementedError
-
-    def _position_parameters(self) -> list[nn.Parameter]:
-        """Parameters left out of the "effective" count (position tables)."""
-        return []
-
-    # ---- contract -----------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.heads.actor.weight.device
 
+    def initial_state(self, num_envs: int, num_agents: int,
+                      device: torch.device | None = None) -> State:
+        return self.core.initial_state(num_envs, num_agents, device=device)
+
     def _check_obs(self, obs: torch.Tensor, lead: int) -> None:
-        require(obs.dim() == lead + 3 and tuple(obs.shape[lead:]) == self.obs_shape,
+        dims = len(self.obs_shape)
+        require(obs.dim() == lead + dims and tuple(obs.shape[lead:]) == self.obs_shape,
                 f"obs must have shape [{', '.join('TNA'[3 - lead:])}, "
                 f"{', '.join(map(str, self.obs_shape))}], got {list(obs.shape)}")
 
+    def _encode(self, obs: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+        flat = obs.reshape(-1, *self.obs_shape)
+        return self.encoder(flat).view(*lead, -1)                 # [*lead, D]
+
     def step(self, obs: torch.Tensor, state: State, first: torch.Tensor,
-             alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """obs ``[N, A, C, H, W]``, first / alive ``[N, A]`` (alive ``None`` = all alive) ->
-        logits ``[N, A, num_actions]``, value ``[N, A]``, new state.
+             alive: torch.Tensor | None = None, positions: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """obs ``[N, A, *obs_shape]``, first / alive ``[N, A]`` (alive ``None`` = all alive),
+        positions ``[N, A, 2]`` or None -> logits ``[N, A, num_actions]``, value ``[N, A]``,
+        new state.
 
         ``first`` is applied before ``alive``: a flagged agent is reset even when not alive (and
         then keeps the reset state). Outputs are computed for every agent, alive or not."""
@@ -118,31 +128,25 @@ class ActorCriticPolicy(nn.Module):
         n, a = obs.shape[:2]
         first = _mask(first, (n, a), "first", obs.device)
         alive = _mask(alive, (n, a), "alive", obs.device)
-        e = self.encoder(obs.reshape(n * a, *self.obs_shape)).view(n, a, -1)   # [N, A, D]
-        features, state = self._core_step(e, state, first, alive)
+        e = self._encode(obs, (n, a))                                          # [N, A, D]
+        features, state = self.core.step(e, state, first, alive, positions)
         logits, value = self.heads(features)
         return logits, value, state
 
     def sequence(self, obs: torch.Tensor, state0: State, first: torch.Tensor,
-                 alive: torch.Tensor | None = None, return_state: bool = False):
-        """obs ``[T, N, A, C, H, W]``, first / alive ``[T, N, A]`` -> logits
-        ``[T, N, A, num_actions]``, values ``[T, N, A]`` (and the final state when
-        ``return_state``). Same outputs as ``step`` called T times from ``state0``; gradients
-        flow through the state across the segment unless the config sets ``bptt=False``."""
+                 alive: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                 return_state: bool = False):
+        """obs ``[T, N, A, *obs_shape]``, first / alive ``[T, N, A]``, positions
+        ``[T, N, A, 2]`` or None -> logits ``[T, N, A, num_actions]``, values ``[T, N, A]``
+        (and the final state when ``return_state``). Same outputs as ``step`` called T times
+        from ``state0``; whether gradients flow through the state is the core's ``bptt``."""
         self._check_obs(obs, 3)
         t_len, n, a = obs.shape[:3]
         first = _mask(first, (t_len, n, a), "first", obs.device)
         alive = _mask(alive, (t_len, n, a), "alive", obs.device)
-        e = self.encoder(obs.reshape(t_len * n * a, *self.obs_shape))
-        e = e.view(t_len, n, a, -1)                                             # [T, N, A, D]
-        state = state0
-        features = []
-        for t in range(t_len):
-            if not self.bptt:
-                state = {k: v.detach() for k, v in state.items()}
-            f, state = self._core_step(e[t], state, first[t], alive[t])
-            features.append(f)
-        logits, values = self.heads(torch.stack(features))   # [T, N, A, K], [T, N, A]
+        e = self._encode(obs, (t_len, n, a))                                   # [T, N, A, D]
+        features, state = self.core.sequence(e, state0, first, alive, positions)
+        logits, values = self.heads(features)                # [T, N, A, K], [T, N, A]
         if return_state:
             return logits, values, state
         return logits, values
@@ -150,6 +154,5 @@ class ActorCriticPolicy(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         """``{"total": all parameters, "effective": without position tables}``."""
         total = sum(p.numel() for p in self.parameters())
-        position = sum(p.numel() for p in self._position_parameters())
+        position = sum(p.numel() for p in self.core.position_parameters())
         return {"total": total, "effective": total - position}
-

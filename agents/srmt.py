@@ -18,18 +18,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-import torch
-
-from memarl.agents.base import State
 from memarl.agents.encoders import EncoderConfig, require
-from memarl.agents.heads import ActorCriticPolicy, build_config
+from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
+from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import NoMemoryCore
 from memarl.memory.shared_memory import AttentionMask, SharedMemoryCore
 
 
 @dataclasses.dataclass
-class SRMTConfig(EncoderConfig):
-    """SRMT / RMT / Attention agent (encoder fields from :class:`EncoderConfig`)."""
+class SRMTConfig(EncoderConfig, SharedMemoryOptions):
+    """SRMT / RMT / Attention agent (encoder fields from :class:`EncoderConfig`, broadcast
+    options from :class:`~memarl.memory.broadcast.SharedMemoryOptions`)."""
 
     num_heads: Annotated[int, Range(1, 1024)] = 4
     """attention heads H (d_model must be divisible by it)"""
@@ -51,12 +51,6 @@ class SRMTConfig(EncoderConfig):
     needs use_memory"""
     use_memory_head: bool = True
     """new memory = mem_head(output) with a Linear(D, D, no bias); False = the output itself"""
-    detach_other_memories: bool = True
-    """no gradient into other agents' memories through the shared read (own memory keeps it)"""
-    memory_delay: Annotated[int, Range(1, 100_000)] = 1
-    """k >= 1: the shared read sees memories produced k steps earlier (1 = the paper's lag)"""
-    clear_finished_memory: bool = False
-    """mask agents that are not alive out of the shared read (False: their last memory stays)"""
     bptt: bool = True
     """backpropagate through memory and history across a ``sequence`` segment; False truncates
     the gradient at every step (the released code's recurrence-1 training)"""
@@ -77,77 +71,56 @@ class EmptyConfig(EncoderConfig):
 SRMT_PRESETS: dict[str, dict] = {
     "bottleneck": {},
     "lmapf": {"d_model": 512, "num_heads": 8, "filters": 64, "res_blocks": 8},
+    "tmaze": {"d_model": 64, "num_heads": 4},
 }
 EMPTY_PRESETS: dict[str, dict] = {
     "bottleneck": {},
     "lmapf": {"d_model": 512, "filters": 64, "res_blocks": 8},
+    "tmaze": {"d_model": 64},
 }
 
 
-class SRMTPolicy(ActorCriticPolicy):
-    """Encoder -> :class:`~memarl.memory.shared_memory.SharedMemoryCore` -> heads."""
-
-    def __init__(self, config: SRMTConfig, obs_shape: tuple[int, ...], num_actions: int):
-        super().__init__(config, obs_shape, num_actions)
-        self.bptt = config.bptt
-        self.core = SharedMemoryCore(
-            config.d_model, config.num_heads, history_len=config.history_len,
-            num_layers=config.num_layers, mlp_ratio=config.mlp_ratio,
-            attention=config.attention, dropout=config.dropout, use_memory=config.use_memory,
-            share_memory=config.share_memory, use_memory_head=config.use_memory_head,
-            detach_other_memories=config.detach_other_memories,
-            memory_delay=config.memory_delay,
-            clear_finished_memory=config.clear_finished_memory)
-        self._build_heads(config.d_model)
-
-    def initial_state(self, num_envs: int, num_agents: int,
-                      device: torch.device | None = None) -> State:
-        return self.core.initial_state(num_envs, num_agents, device=device)
-
-    def _core_step(self, e, state, first, alive):
-        return self.core.step(e, state, first, alive)
-
-    def _position_parameters(self):
-        return [self.core.position]
+def srmt_core(config: SRMTConfig) -> SharedMemoryCore:
+    return SharedMemoryCore(
+        config.d_model, config.num_heads, history_len=config.history_len,
+        num_layers=config.num_layers, mlp_ratio=config.mlp_ratio, attention=config.attention,
+        dropout=config.dropout, use_memory=config.use_memory,
+        use_memory_head=config.use_memory_head, shared=config, bptt=config.bptt)
 
 
-class EmptyPolicy(ActorCriticPolicy):
-    """Encoder -> heads; the state is an empty dict, ``first`` and ``alive`` change nothing."""
-
-    def __init__(self, config: EmptyConfig, obs_shape: tuple[int, ...], num_actions: int):
-        super().__init__(config, obs_shape, num_actions)
-        self._build_heads(config.d_model)
-
-    def initial_state(self, num_envs: int, num_agents: int,
-                      device: torch.device | None = None) -> State:
-        return {}
-
-    def _core_step(self, e, state, first, alive):
-        return e, {}
-
-
-def make_srmt(obs_shape, num_actions, preset: str = "bottleneck", **overrides) -> SRMTPolicy:
+@registered_with(SRMTConfig, SRMT_PRESETS)
+def make_srmt(obs_shape, num_actions, preset: str = "bottleneck",
+              **overrides) -> ActorCriticPolicy:
     """SRMT: memory token + history + shared-memory cross-attention."""
     config = build_config(SRMTConfig, "srmt", SRMT_PRESETS, preset, overrides)
-    return SRMTPolicy(config, obs_shape, num_actions)
+    return ActorCriticPolicy(config, obs_shape, num_actions, srmt_core)
 
 
-def make_rmt(obs_shape, num_actions, preset: str = "bottleneck", **overrides) -> SRMTPolicy:
+@registered_with(SRMTConfig, SRMT_PRESETS)
+def make_rmt(obs_shape, num_actions, preset: str = "bottleneck",
+             **overrides) -> ActorCriticPolicy:
     """RMT ablation: SRMT without the shared read (``share_memory=False``)."""
     config = build_config(SRMTConfig, "rmt", SRMT_PRESETS, preset,
                           {"share_memory": False, **overrides})
-    return SRMTPolicy(config, obs_shape, num_actions)
+    return ActorCriticPolicy(config, obs_shape, num_actions, srmt_core)
 
 
+@registered_with(SRMTConfig, SRMT_PRESETS)
 def make_attention(obs_shape, num_actions, preset: str = "bottleneck",
-                   **overrides) -> SRMTPolicy:
+                   **overrides) -> ActorCriticPolicy:
     """Attention ablation: transformer over history + current, no memory."""
     config = build_config(SRMTConfig, "attention", SRMT_PRESETS, preset,
                           {"use_memory": False, "share_memory": False, **overrides})
-    return SRMTPolicy(config, obs_shape, num_actions)
+    return ActorCriticPolicy(config, obs_shape, num_actions, srmt_core)
 
 
-def make_empty(obs_shape, num_actions, preset: str = "bottleneck", **overrides) -> EmptyPolicy:
+def _no_memory(config: "EmptyConfig") -> NoMemoryCore:
+    return NoMemoryCore(config.d_model)
+
+
+@registered_with(EmptyConfig, EMPTY_PRESETS)
+def make_empty(obs_shape, num_actions, preset: str = "bottleneck",
+               **overrides) -> ActorCriticPolicy:
     """Empty ablation: encoder -> heads."""
     config = build_config(EmptyConfig, "empty", EMPTY_PRESETS, preset, overrides)
-    return EmptyPolicy(config, obs_shape, num_actions)
+    return ActorCriticPolicy(config, obs_shape, num_actions, _no_memory)

@@ -25,10 +25,28 @@ ENVS.register(
     on_target="restart", collision_system="soft", observation_type="follower", obs_radius=5,
     size=16, density=0.3, num_agents=8, max_episode_steps=256)
 
+ENVS.register(
+    "tmaze-v0", "memarl.envs.tmaze:TMazeEnv",
+    description="T-Maze memory task, presets rate (RATE), ni_passive (Ni et al.), agalite (AGaLiTe), relay (2 agents, shared memory); corridor L")
+
+GYMNASIUM_ID = "memarl/TMaze-v0"
+"""one T-Maze as a Gymnasium env: ``gymnasium.make(GYMNASIUM_ID, preset="rate", corridor_length=10)``
+(single-agent presets; ``import memarl.envs`` registers it)"""
+
+
+def _register_gymnasium() -> None:
+    import gymnasium
+    if GYMNASIUM_ID not in gymnasium.registry:
+        gymnasium.register(GYMNASIUM_ID, entry_point="memarl.envs.tmaze:TMazeGymEnv")
+
+
+_register_gymnasium()
+
 PARALLEL_ENTRY_POINTS: dict[str, str] = {
     "bottleneck-v0": "memarl.envs.pettingzoo_env:BottleneckParallelEnv",
     "pogema-mapf-v0": "memarl.envs.pettingzoo_env:pogema_mapf_parallel_env",
     "pogema-lmapf-v0": "memarl.envs.pettingzoo_env:pogema_lmapf_parallel_env",
+    "tmaze-v0": "memarl.envs.pettingzoo_env:TMazeParallelEnv",
 }
 """registered env name -> PettingZoo ParallelEnv factory (``"module:attr"``)"""
 
@@ -51,4 +69,4 @@ def make_parallel(env_id: str, **kwargs: Any):
     return getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
-__all__ = ["PARALLEL_ENTRY_POINTS", "make", "make_parallel"]
+__all__ = ["GYMNASIUM_ID", "PARALLEL_ENTRY_POINTS", "make", "make_parallel"]

@@ -25,6 +25,7 @@ Env groups stay together everywhere: the agents of one env are never split acros
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +45,29 @@ class PinnedEpisode:
     """instance seed: fixes the starts and targets (and restart targets) on the map"""
     max_episode_steps: int | None = None
     """time limit; None = the env's rule (its config's, Bottleneck's test rule 2L + 100)"""
+
+
+def config_with_overrides(config: Any, config_class: type, overrides: dict[str, Any],
+                          env_name: str) -> Any:
+    """``config`` (default: ``config_class()``) with the keyword ``overrides`` of an env
+    constructor applied, or a one-line MemarlError naming a wrong type or unknown option."""
+    if config is None:
+        config = config_class()
+    elif not isinstance(config, config_class):
+        raise MemarlError(f"config must be a {config_class.__name__}, got {type(config).__name__}")
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise MemarlError(f"unknown {env_name} option(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def agent_positions(env: Any) -> np.ndarray | None:
+    """The agents' cells ``[N, A, 2]`` of an env that exposes ``positions`` (grid envs, T-Maze),
+    else None. A shared-memory read with a radius needs them."""
+    positions = getattr(env, "positions", None)
+    return None if positions is None else np.asarray(positions)
 
 
 class EpisodeEnds:

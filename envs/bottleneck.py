@@ -5,7 +5,6 @@ code's quirks and the decisions D1-D14 referred to below.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Sequence
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from memarl.configs import Range, validate_fields
 from memarl.envs import grid as G
-from memarl.envs.base import PinnedEpisode
+from memarl.envs.base import PinnedEpisode, config_with_overrides
 from memarl.envs.engine import GridEngine
 from memarl.envs.maps import corridor_length
 from memarl.envs.mapgen import CORRIDOR_COL, MAP_WIDTH, MAX_CORRIDOR_LENGTH, ROOM_ROWS, bottleneck_map, \
@@ -268,16 +267,7 @@ class BottleneckEnv(GridEngine):
     """the config fields that change what an agent observes (a policy is evaluated with its own)"""
 
     def __init__(self, config: BottleneckConfig | None = None, **overrides: Any):
-        if config is None:
-            config = BottleneckConfig()
-        elif not isinstance(config, BottleneckConfig):
-            raise MemarlError(f"config must be a BottleneckConfig, got {type(config).__name__}")
-        known = {f.name for f in dataclasses.fields(BottleneckConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise MemarlError(f"unknown bottleneck option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if overrides:
-            config = dataclasses.replace(config, **overrides)
+        config = config_with_overrides(config, BottleneckConfig, overrides, "bottleneck")
         self.config = config
         super().__init__(num_envs=config.num_envs, num_agents=NUM_AGENTS, radius=config.obs_radius,
                          observation_type="follower", collision_system=config.collision_system,

@@ -2,10 +2,12 @@
 
 * **Names** (:func:`library_names`, :func:`resolve_map_name`, :func:`map_text`): the POGEMA
   benchmark maps under their benchmark names, the Follower training mazes, pogema-toolbox's
-  generated training sets, and the Bottleneck corridors ``bottleneck-L`` (L = 1..10000).
+  generated training sets, the Bottleneck corridors ``bottleneck-L`` and the T-Maze corridors
+  ``tmaze-L`` (L = 1..10000 each). :func:`map_family` tells them apart (``grid``,
+  ``bottleneck``, ``tmaze``); :func:`corridor_length` reads L from a corridor's name.
 * **Generated maps** (no data needed): Random and Mazes (:mod:`memarl.envs.mapgen`,
-  byte-exact with the published ones), the Bottleneck corridors, and the MovingAI tiles (64x64
-  slices of the city maps, which are data).
+  byte-exact with the published ones), the Bottleneck and T-Maze corridors, and the MovingAI
+  tiles (64x64 slices of the city maps, which are data).
 * **Data files** (:data:`DATA_FILES`): the warehouse (the results version: PB
   ``raw_data_MAPF/03-warehouse/maps.yaml``), puzzles, cities and Follower training mazes, read
   from the data directory (:func:`data_dir`) that :func:`fetch_data` (``memarl suites fetch``)
@@ -202,6 +204,12 @@ BOTTLENECK_MAPS = tuple(f"bottleneck-{length}" for length in range(1, MAX_CORRID
 TRAINING_MAZES_MAPS = tuple(f"training-mazes-seed-{s:03d}" for s in range(128, 2176))
 """pogema-toolbox's training set of mazes (seeds 128..2175, the Mazes suite's generator; no
 published copy, generated here): disjoint from the 128 validation mazes of the Mazes suite"""
+TMAZE_MAPS = tuple(f"tmaze-{length}" for length in range(1, MAX_CORRIDOR_LENGTH + 1))
+"""the T-Maze corridors: ``tmaze-L`` is a T-Maze of corridor length L (:func:`tmaze_map`; what
+L means in each preset: :class:`memarl.envs.tmaze.TMazeEnv`)"""
+MAP_FAMILIES = ("grid", "bottleneck", "tmaze")
+"""kinds of library maps: grid maps any POGEMA env plays, and the corridors of the Bottleneck and
+T-Maze envs (each env plays only its own family)"""
 
 
 @functools.lru_cache(maxsize=1)
@@ -218,20 +226,21 @@ def _library() -> dict[str, tuple[str, Any]]:
     lib.update({name: ("random", s) for s, name in zip(range(128, 640), TRAINING_RANDOM_MAPS)})
     lib.update({name: ("mazes", s) for s, name in zip(range(128, 2176), TRAINING_MAZES_MAPS)})
     lib.update({name: ("bottleneck", length) for length, name in enumerate(BOTTLENECK_MAPS, start=1)})
+    lib.update({name: ("tmaze", length) for length, name in enumerate(TMAZE_MAPS, start=1)})
     return lib
 
 
 def library_names() -> tuple[str, ...]:
     """Every map name of the library, in library order (Random, Mazes, warehouse, MovingAI
     tiles, puzzles, cities, Follower mazes, the generated training sets of random maps and
-    mazes, then the Bottleneck corridors)."""
+    mazes, then the Bottleneck corridors and the T-Maze corridors)."""
     return tuple(_library())
 
 
 def map_source(name: str) -> str | None:
     """The :data:`DATA_FILES` key map ``name`` is read from (None: generated, needs no data)."""
     source = _lookup(name)[0]
-    return {"random": None, "mazes": None, "bottleneck": None, "tile": "pathfinding"}.get(source, source)
+    return {"random": None, "mazes": None, "bottleneck": None, "tmaze": None, "tile": "pathfinding"}.get(source, source)
 
 
 def _lookup(name: str) -> tuple[str, Any]:
@@ -244,7 +253,7 @@ def _lookup(name: str) -> tuple[str, Any]:
 
 def _examples() -> str:
     return ", ".join([RANDOM_MAPS[0], MAZES_MAPS[0], WAREHOUSE_MAPS[0], MOVINGAI_MAPS[0], PUZZLE_MAPS[0],
-                      CITIES[0], FOLLOWER_MAZES[0], BOTTLENECK_MAPS[0]])
+                      CITIES[0], FOLLOWER_MAZES[0], BOTTLENECK_MAPS[0], TMAZE_MAPS[0]])
 
 
 def resolve_map_name(pattern: str) -> tuple[str, ...]:
@@ -279,6 +288,8 @@ def map_text(name: str) -> str:
     source, arg = _lookup(name)
     if source in ("random", "mazes", "bottleneck"):
         return _generated(source, arg)
+    if source == "tmaze":
+        return tmaze_map(arg)
     if source == "tile":
         city, k = arg
         rows = map_text(city).split()
@@ -291,11 +302,34 @@ def map_text(name: str) -> str:
     return maps[arg]
 
 
-def corridor_length(name: str) -> int | None:
-    """The corridor length L of Bottleneck map ``bottleneck-L`` (None for any other map)."""
+def tmaze_map(length: int) -> str:
+    """The text of T-Maze ``tmaze-L``: the corridor (row 1, columns 0..L) and the two goal cells
+    above and below its end (the junction, column L); rows of ``.`` free / ``#`` wall."""
+    length = int(length)
+    if not 1 <= length <= MAX_CORRIDOR_LENGTH:
+        raise MemarlError(f"T-Maze corridor length must be in 1..{MAX_CORRIDOR_LENGTH}, got {length}")
+    arm = "#" * length + "."
+    return "\n".join([arm, "." * (length + 1), arm])
+
+
+def map_family(name: str) -> str:
+    """The family of library map ``name``: ``bottleneck`` (``bottleneck-L``), ``tmaze``
+    (``tmaze-L``) or ``grid`` (every other map)."""
+    source = _lookup(name)[0]
+    return source if source in ("bottleneck", "tmaze") else "grid"
+
+
+def corridor_length(name: str, family: str | None = "bottleneck") -> int | None:
+    """The corridor length L of corridor map ``<family>-L`` (None for any other map).
+
+    ``family`` is ``bottleneck`` (the default: ``bottleneck-L`` only), ``tmaze``, or None for a
+    corridor of either family.
+    """
     source, arg = _lookup(name)
-    return int(arg) if source == "bottleneck" else None
+    if source not in ("bottleneck", "tmaze") or (family is not None and source != family):
+        return None
+    return int(arg)
 
 
-__all__ = ["DATA_FILES", "DataFile", "corridor_length", "data_dir", "data_present", "fetch_data",
-           "library_names", "map_source", "map_text", "resolve_map_name"]
+__all__ = ["DATA_FILES", "DataFile", "MAP_FAMILIES", "corridor_length", "data_dir", "data_present", "fetch_data",
+           "library_names", "map_family", "map_source", "map_text", "resolve_map_name", "tmaze_map"]

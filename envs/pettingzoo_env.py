@@ -9,15 +9,46 @@ from pettingzoo.utils.env import ParallelEnv
 
 from memarl.envs.bottleneck import BottleneckConfig, BottleneckEnv
 from memarl.envs.pogema_env import PogemaEnv
+from memarl.envs.tmaze import TMazeConfig, TMazeEnv
 from memarl.errors import MemarlError
 
 
 class _OneEnvParallel(ParallelEnv):
-    """Shared PettingZoo plumbing over one env of a batched grid env (``self.env``, N = 1).
+    """Shared PettingZoo plumbing over one env of a batched env (``self.env``, N = 1).
 
-    Subclasses set ``env``, ``possible_agents``, ``_index``, the space dicts, and define
-    ``reset`` and ``_observations(obs, names)`` (per-agent observations from the batched ones).
+    Subclasses either call :meth:`_wrap` (an env built from its config class and keyword
+    arguments, reset with the pinning options) or set ``env``, ``possible_agents``, ``_index``,
+    the space dicts and ``reset`` themselves; ``_observations(obs, names)`` gives the per-agent
+    observations from the batched ones.
     """
+
+    #: options of ``reset(options=...)`` passed on to the batched env (others are ignored)
+    PINNING_OPTIONS = ("corridor_lengths", "episode_seeds", "max_episode_steps")
+
+    def _wrap(self, env_class: type, config_class: type, render_mode: str | None,
+              kwargs: dict[str, Any]) -> None:
+        if kwargs.get("num_envs", 1) != 1:
+            raise MemarlError("the PettingZoo adapter wraps exactly one env (num_envs=1)")
+        if kwargs.get("autoreset", False) is not False:
+            raise MemarlError("the PettingZoo adapter resets only in reset() (autoreset must stay unset)")
+        if render_mode not in (None, "ansi"):
+            raise MemarlError(f"unknown render_mode {render_mode!r}; known: ansi")
+        kwargs = {k: v for k, v in kwargs.items() if k != "num_envs"}
+        kwargs["autoreset"] = False  # PettingZoo envs end episodes; the caller resets
+        self.render_mode = render_mode
+        self.env = env_class(config_class(num_envs=1), **kwargs)
+        self.possible_agents = [f"agent_{i}" for i in range(self.env.num_agents)]
+        self.agents: list[str] = []
+        self._index = {name: i for i, name in enumerate(self.possible_agents)}
+        self.observation_spaces = {a: self.env.single_observation_space for a in self.possible_agents}
+        self.action_spaces = {a: self.env.single_action_space for a in self.possible_agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        opts = {k: v for k, v in (options or {}).items() if k in self.PINNING_OPTIONS}
+        obs = self.env.reset(seed=seed, options=opts or None)[0]
+        self.agents = list(self.possible_agents)
+        return ({a: obs[i] for i, a in enumerate(self.agents)},
+                {a: {} for a in self.agents})
 
     def observation_space(self, agent: str) -> gymnasium.spaces.Space:
         return self.observation_spaces[agent]  # the same object every call (PettingZoo's rule)
@@ -77,29 +108,7 @@ class BottleneckParallelEnv(_OneEnvParallel):
     metadata = {"name": "bottleneck_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
-        if kwargs.get("num_envs", 1) != 1:
-            raise MemarlError("the PettingZoo adapter wraps exactly one env (num_envs=1)")
-        if kwargs.get("autoreset", False) is not False:
-            raise MemarlError("the PettingZoo adapter resets only in reset() (autoreset must stay unset)")
-        kwargs.pop("num_envs", None)
-        kwargs["autoreset"] = False  # PettingZoo envs end episodes; the caller resets
-        if render_mode not in (None, "ansi"):
-            raise MemarlError(f"unknown render_mode {render_mode!r}; known: ansi")
-        self.render_mode = render_mode
-        self.env = BottleneckEnv(BottleneckConfig(num_envs=1), **kwargs)
-        self.possible_agents = [f"agent_{i}" for i in range(self.env.num_agents)]
-        self.agents: list[str] = []
-        self._index = {name: i for i, name in enumerate(self.possible_agents)}
-        self.observation_spaces = {a: self.env.single_observation_space for a in self.possible_agents}
-        self.action_spaces = {a: self.env.single_action_space for a in self.possible_agents}
-
-    def reset(self, seed: int | None = None, options: dict | None = None):
-        known = {"corridor_lengths", "episode_seeds", "max_episode_steps"}
-        opts = {k: v for k, v in (options or {}).items() if k in known}
-        obs = self.env.reset(seed=seed, options=opts or None)[0]
-        self.agents = list(self.possible_agents)
-        return ({a: obs[i] for i, a in enumerate(self.agents)},
-                {a: {} for a in self.agents})
+        self._wrap(BottleneckEnv, BottleneckConfig, render_mode, kwargs)
 
     def state(self) -> np.ndarray:
         """Global state: the map with walls -1, agents +1/+2 and their goals +3/+4 (int8)."""
@@ -112,6 +121,26 @@ class BottleneckParallelEnv(_OneEnvParallel):
             if env.alive[0, j]:
                 grid[r, c] = 1 + j
         return grid
+
+
+class TMazeParallelEnv(_OneEnvParallel):
+    """T-Maze (any preset) as a PettingZoo ``ParallelEnv``: ``"agent_0"`` (and ``"agent_1"`` in relay).
+
+    Wraps one :class:`~memarl.envs.tmaze.TMazeEnv` (``num_envs=1``, no autoreset); the keyword arguments are its
+    config fields (``TMazeParallelEnv(preset="relay", corridor_length=5)``). Observations are
+    the batched env's vectors per agent. Every agent stays in ``agents`` until the episode ends
+    (a relay agent that stopped in a goal cell too, so that it receives the final reward; its
+    actions are ignored) and all leave on the last step, terminated or truncated as in the
+    batched env; their info then holds ``episode_metrics``. A live agent missing from the action
+    dict plays action 0. ``reset(options=...)`` passes the batched env's options
+    (``corridor_lengths``, ``episode_seeds``, ``max_episode_steps``, lists of one) and ignores
+    any other key.
+    """
+
+    metadata = {"name": "tmaze_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+        self._wrap(TMazeEnv, TMazeConfig, render_mode, kwargs)
 
 
 class PogemaParallelEnv(_OneEnvParallel):

@@ -1,7 +1,9 @@
-"""Scripted (non-learned) POGEMA policies to compare learned agents against.
+"""Scripted (non-learned) policies to compare learned agents against.
 
 A scripted policy acts on the env itself (it may read positions, targets and the static map)
-instead of on observations: ``policy.act(env) -> actions [N, A]``. The suite evaluator
+instead of on observations: ``policy.act(env) -> actions [N, A]``. ``greedy`` needs an env with
+``shortest_path_actions()`` (POGEMA, Bottleneck, T-Maze, where it is the oracle that knows the
+cue); ``random`` plays on any env. The suite evaluator
 (:mod:`memarl.eval.pogema_eval`) runs learned and scripted policies through the same episodes.
 """
 from __future__ import annotations
@@ -53,15 +55,38 @@ class GreedyPathPolicy:
         return actions
 
 
+@dataclass
+class RandomPolicy:
+    """Uniformly random actions: every agent draws one of the env's actions each step.
+
+    The chance level of a task (T-Maze: success 0.5 for an agent that reaches the junction, far
+    less for one that wanders). Its draws come from one generator per policy, so they depend on
+    the batch an episode runs in (unlike the evaluator's keyed sampling of learned policies).
+    """
+
+    seed: int = 0
+    """seed of the draws"""
+    name: str = "random"
+    """label in result tables"""
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def act(self, env) -> np.ndarray:
+        """``int64 [N, A]`` uniform actions in ``0..env.num_actions - 1``."""
+        return self._rng.integers(0, env.num_actions, (env.num_envs, env.num_agents), dtype=np.int64)
+
+
 BASELINES = {
     "greedy": lambda: GreedyPathPolicy(),
     "greedy-random": lambda: GreedyPathPolicy(random_move_prob=0.2, name="greedy-random"),
+    "random": lambda: RandomPolicy(),
 }
-"""scripted baselines by name: ``greedy`` (pure greedy A*) and ``greedy-random`` (blocked agents
-take a random action with probability 0.2)"""
+"""scripted baselines by name: ``greedy`` (pure greedy A*), ``greedy-random`` (blocked agents
+take a random action with probability 0.2) and ``random`` (uniform actions)"""
 
 
-def make_baseline(name: str) -> GreedyPathPolicy:
+def make_baseline(name: str) -> GreedyPathPolicy | RandomPolicy:
     """The scripted baseline called ``name`` (see :data:`BASELINES`)."""
     if name not in BASELINES:
         raise MemarlError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")

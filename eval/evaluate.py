@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from memarl.configs import Range, option_label, validate_fields
-from memarl.envs.base import PinnedEpisode
+from memarl.envs.base import PinnedEpisode, agent_positions
 from memarl.envs.mapgen import MAX_CORRIDOR_LENGTH
 from memarl.errors import MemarlError
 from memarl.eval.suites import Suite, SuiteEpisode, get_suite
@@ -71,7 +71,7 @@ class EvalConfig:
     suite: str = ""
     """suite name (`memarl list suites`) or a suite file (.yaml); required unless --compare"""
     baseline: str | None = None
-    """evaluate a scripted baseline instead of a run: greedy or greedy-random"""
+    """evaluate a scripted baseline instead of a run: greedy, greedy-random or random"""
     maps: Annotated[int | None, Range(1, 100_000)] = None
     """only the suite's first MAPS maps (quick looks)"""
     agents: Annotated[tuple[int, ...] | None, Range(1, 10_000_000)] = None
@@ -79,7 +79,7 @@ class EvalConfig:
     episodes: Annotated[int | None, Range(1, MAX_EPISODES)] = None
     """seeds per map and agent count: the suite's first EPISODES (0..EPISODES-1 when it has fewer)"""
     max_corridor_length: Annotated[int | None, Range(1, MAX_CORRIDOR_LENGTH)] = None
-    """suites of Bottleneck corridors: skip maps longer than this (quick looks)"""
+    """suites of corridors (Bottleneck, T-Maze): skip maps longer than this (quick looks)"""
     checkpoint: str = "best"
     """best (falls back to latest), latest, or a checkpoint file (then RUN may be left out)"""
     deterministic: bool = False
@@ -134,6 +134,11 @@ class EvalConfig:
             return None
         suite = get_suite(self.suite)
         select_episodes(suite, self.maps, self.agents, self.episodes, self.max_corridor_length)
+        if self.videos:
+            from memarl.registry import ENVS
+            if not hasattr(ENVS.get(suite.env_id).load(), "obstacles"):  # the renderer draws grid maps
+                raise MemarlError(f"--videos renders grid envs; env {suite.env_id} of suite {suite.name} has no "
+                                  f"video renderer")
         return suite
 
 
@@ -147,9 +152,10 @@ def select_episodes(suite: Suite, maps: int | None = None, agents: Sequence[int]
     map_names = list(suite.map_names)
     if max_corridor_length is not None:
         if suite.axis != "corridor_length":
-            raise MemarlError(f"--max-corridor-length applies to suites of Bottleneck corridors, not {suite.name}")
+            raise MemarlError(f"--max-corridor-length applies to suites of Bottleneck corridors or T-Maze "
+                              f"corridors, not {suite.name}")
         from memarl.envs.maps import corridor_length
-        map_names = [m for m in map_names if corridor_length(m) <= max_corridor_length]
+        map_names = [m for m in map_names if corridor_length(m, None) <= max_corridor_length]
         if not map_names:
             raise MemarlError(f"suite {suite.name} has no map with corridor length <= {max_corridor_length}")
     if maps is not None:
@@ -237,7 +243,7 @@ def env_settings(suite: Suite, policy: EvalPolicy) -> dict:
                               f"{key}={value}: its observation does not fit the suite")
         settings[key] = value
     settings.update(suite.settings)
-    for key in ("size", "density", "corridor_lengths"):  # generated-map settings: episodes are pinned
+    for key in ("size", "density", "corridor_lengths", "corridor_length"):  # generated-map settings: episodes are pinned
         settings.pop(key, None)
     return settings
 
@@ -328,8 +334,11 @@ def play_episodes(policy: EvalPolicy, suite: Suite, episodes: Sequence[SuiteEpis
             if policy.scripted:
                 actions = policy.policy.act(env)
             else:
-                logits, _, state = policy.policy.step(torch.as_tensor(obs, device=device), state, first,
-                                                      torch.as_tensor(env.alive, device=device))
+                positions = agent_positions(env)
+                logits, _, state = policy.policy.step(
+                    torch.as_tensor(obs, device=device), state, first,
+                    torch.as_tensor(env.alive, device=device),
+                    None if positions is None else torch.as_tensor(positions, device=device))
                 if deterministic:
                     actions = logits.argmax(-1).cpu().numpy()
                 else:
@@ -515,8 +524,11 @@ def plot_summary(summary: dict, path: Path, title: str) -> None:
         ax.fill_between(xs, mean - ci, mean + ci, alpha=0.25)
         if axis == "corridor_length" and len(xs) > 1 and max(xs) / max(min(xs), 1) > 20:
             ax.set_xscale("log")
-        if metric in ("CSR", "ISR"):
+        if metric in ("CSR", "ISR", "success", "turned"):
             ax.set_ylim(-0.05, 1.05)
+        if metric == "success":  # T-Maze: choosing an arm at random succeeds half the time
+            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+            ax.legend(loc="lower left", fontsize=8)
         ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from memarl.configs import Range, option_label, validate_fields
+from memarl.envs.base import agent_positions
 from memarl.envs.bottleneck import MAX_CORRIDOR_LENGTH
 from memarl.envs.grid import FIRST_MOVE_NONE, FIRST_MOVE_TARGET, bfs_first_moves
 from memarl.errors import MemarlError
@@ -683,9 +684,11 @@ class EpisodeRecording:
         obs, first = yield np.zeros(0)
         while True:
             with torch.no_grad():  # only around the step: a generator suspended inside it would leak the mode
-                logits, _, state = policy.step(torch.as_tensor(obs, device=device), state,
-                                               torch.as_tensor(first, device=device),
-                                               torch.as_tensor(self.env.alive, device=device))  # [1, A, actions]
+                positions = agent_positions(self.env)
+                logits, _, state = policy.step(
+                    torch.as_tensor(obs, device=device), state, torch.as_tensor(first, device=device),
+                    torch.as_tensor(self.env.alive, device=device),
+                    None if positions is None else torch.as_tensor(positions, device=device))  # [1, A, actions]
                 if self.deterministic:
                     actions = logits.argmax(-1)  # [1, A]
                 else:

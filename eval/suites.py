@@ -11,16 +11,19 @@ and an episode length; plus the metrics to aggregate and the axis to plot them a
     maps: ['validation-random-seed-\\d{3}']
     agents: [8, 16, 24, 32, 48, 64]
     seeds: [0]                  # or "0..127"
-    episode_steps: 256          # null: the env's rule (Bottleneck: 2L + 100)
+    episode_steps: 256          # null: the env's rule (Bottleneck: 2L + 100; T-Maze: the preset's)
     metrics: [avg_throughput, collisions]
-    axis: num_agents            # or corridor_length, map_name
+    axis: num_agents            # or corridor_length (Bottleneck, T-Maze), map_name
     bands: {}                   # optional named ranges of the axis, averaged in the table
     scenarios: 01-random        # optional: the benchmark folder whose scenarios tests compare
 
 ``settings`` are the task's (collisions, on-target behaviour): a learned policy is evaluated
 with the observation settings it was trained with (from its checkpoint); a suite that names an
-observation setting (``obs_radius``, ``observation_type``) pins it, and a checkpoint trained
-otherwise is refused. :func:`load_suite` validates a file completely (unknown keys, env, maps,
+observation setting (``obs_radius``, ``observation_type``, T-Maze's ``preset``) pins it, and a
+checkpoint trained otherwise is refused. Each env plays one family of library maps
+(:func:`memarl.envs.maps.map_family`): POGEMA envs the grid maps, Bottleneck its corridors
+``bottleneck-L``, T-Maze its corridors ``tmaze-L`` (the corridor length of the episode).
+:func:`load_suite` validates a file completely (unknown keys, env, maps,
 settings, agent counts, seeds, metrics) with one-line errors naming the file; the registered
 suites are the files of ``eval/suites/`` (:data:`memarl.registry.SUITES`), and a path to a
 user's own file works wherever a suite name does.
@@ -44,8 +47,9 @@ REQUIRED_KEYS = ("name", "env", "maps", "agents", "seeds", "metrics", "axis")
 AXES = ("num_agents", "corridor_length", "map_name")
 """what a suite's plot can put on its x axis"""
 EPISODE_METRICS = ("CSR", "ISR", "SoC", "makespan", "avg_throughput", "throughput_count", "collisions",
-                   "obstacle_collisions", "return", "episode_length")
-"""per-episode metrics the grid envs report (which ones depend on the env and its mode)"""
+                   "obstacle_collisions", "return", "episode_length", "success", "turned")
+"""per-episode metrics the envs report (which ones depend on the env and its mode; success and
+turned are T-Maze's)"""
 MAX_SEEDS = 100_000
 MAX_EPISODE_STEPS = 10_000_000
 
@@ -129,12 +133,20 @@ class Suite:
     def axis_value(self, episode: SuiteEpisode) -> Any:
         """The episode's value on the suite's axis."""
         if self.axis == "corridor_length":
-            return M.corridor_length(episode.map_name)
+            return M.corridor_length(episode.map_name, None)
         return getattr(episode, self.axis)
 
 
 def _fail(where: str, message: str) -> MemarlError:
     return MemarlError(f"{where}: {message}")
+
+
+def env_map_family(config_fields: set[str]) -> str:
+    """The map family an env plays, from its config's fields: ``bottleneck`` (it draws from
+    ``corridor_lengths``), ``tmaze`` (one ``corridor_length``), else ``grid``."""
+    if "corridor_lengths" in config_fields:
+        return "bottleneck"
+    return "tmaze" if "corridor_length" in config_fields else "grid"
 
 
 def _int_list(where: str, key: str, value: Any, low: int, high: int) -> tuple[int, ...]:
@@ -182,7 +194,8 @@ def parse_suite(data: Any, where: str) -> Suite:
         raise _fail(where, f"settings must be a mapping of env options, got {settings!r}")
     config_class = ENVS.get(env_id).load().config_class
     fields = {f.name for f in dataclasses.fields(config_class)}
-    reserved = {"num_envs", "num_agents", "map", "map_name", "seed", "max_episode_steps", "corridor_lengths"}
+    reserved = {"num_envs", "num_agents", "map", "map_name", "seed", "max_episode_steps", "corridor_lengths",
+                "corridor_length"}
     for key in settings:
         if key not in fields:
             raise _fail(where, f"setting {key!r} is no option of env {env_id}; known: {', '.join(sorted(fields - reserved))}")
@@ -200,22 +213,31 @@ def parse_suite(data: Any, where: str) -> Suite:
         except MemarlError as error:
             raise _fail(where, str(error)) from None
         map_names += [m for m in found if m not in map_names]
-    bottleneck = "corridor_lengths" in fields  # an env that plays the Bottleneck corridors
-    corridors = [M.corridor_length(m) is not None for m in map_names]
-    if bottleneck and not all(corridors):
-        raise _fail(where, f"env {env_id} plays Bottleneck corridors (bottleneck-L), not {map_names[corridors.index(False)]!r}")
-    if not bottleneck and any(corridors):
-        raise _fail(where, f"map {map_names[corridors.index(True)]!r} is a Bottleneck corridor; use env bottleneck-v0")
+    family = env_map_family(fields)
+    corridors = family != "grid"  # an env that plays corridors of one length per map
+    for m in map_names:
+        if M.map_family(m) == family:
+            continue
+        if family == "grid":
+            owner = {"bottleneck": "a Bottleneck corridor; use env bottleneck-v0",
+                     "tmaze": "a T-Maze corridor; use env tmaze-v0"}[M.map_family(m)]
+            raise _fail(where, f"map {m!r} is {owner}")
+        wanted = {"bottleneck": "Bottleneck corridors (bottleneck-L)", "tmaze": "T-Maze corridors (tmaze-L)"}[family]
+        raise _fail(where, f"env {env_id} plays {wanted}, not {m!r}")
+    probe = _probe_config(where, config_class, settings, map_names, family)
     agents = tuple(sorted(_int_list(where, "agents", data["agents"], 1, 10_000_000)))
-    if bottleneck and agents != (2,):
+    if family == "bottleneck" and agents != (2,):
         raise _fail(where, f"Bottleneck episodes have 2 agents, got agents {list(agents)}")
+    if family == "tmaze" and agents != (probe.num_agents,):
+        raise _fail(where, f"T-Maze preset {probe.preset} has {probe.num_agents} agent(s) per episode, "
+                           f"got agents {list(agents)}")
     seeds = _int_list(where, "seeds", data["seeds"], 0, 2**32 - 1)
     steps = data.get("episode_steps")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                               or not 1 <= steps <= MAX_EPISODE_STEPS):
         raise _fail(where, f"episode_steps must be an integer in 1..{MAX_EPISODE_STEPS} or null, got {steps!r}")
-    if steps is None and not bottleneck:
-        raise _fail(where, "episode_steps is required (null, the env's rule, exists for Bottleneck only)")
+    if steps is None and not corridors:
+        raise _fail(where, "episode_steps is required (null, the env's rule, exists for Bottleneck and T-Maze only)")
     metrics = data["metrics"]
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -227,8 +249,8 @@ def parse_suite(data: Any, where: str) -> Suite:
     axis = data["axis"]
     if axis not in AXES:
         raise _fail(where, f"axis must be one of {', '.join(AXES)}, got {axis!r}")
-    if axis == "corridor_length" and not bottleneck:
-        raise _fail(where, "axis corridor_length needs Bottleneck maps")
+    if axis == "corridor_length" and not corridors:
+        raise _fail(where, "axis corridor_length needs Bottleneck maps or T-Maze maps (corridors)")
     bands_data = data.get("bands") or {}
     if not isinstance(bands_data, dict):
         raise _fail(where, "bands must map a name to [low, high]")
@@ -243,23 +265,24 @@ def parse_suite(data: Any, where: str) -> Suite:
     scenarios = data.get("scenarios")
     if not isinstance(description, str) or (scenarios is not None and not isinstance(scenarios, str)):
         raise _fail(where, "description and scenarios must be text")
-    suite = Suite(name, env_id, dict(settings), tuple(map_names), agents, seeds, steps, tuple(metrics), axis,
-                  description, tuple(bands), scenarios, where)
-    _check_settings(suite, config_class)
-    return suite
+    return Suite(name, env_id, dict(settings), tuple(map_names), agents, seeds, steps, tuple(metrics), axis,
+                 description, tuple(bands), scenarios, where)
 
 
-def _check_settings(suite: Suite, config_class: type) -> None:
-    """The settings make a valid env config (validated by the config class itself)."""
-    # a tiny stand-in map: the suite's own maps may need data that is fetched later
+def _probe_config(where: str, config_class: type, settings: dict, map_names: list[str], family: str) -> Any:
+    """The env config of the settings (validated by the config class itself): on a tiny stand-in
+    map for a grid env (the suite's own maps may need data that is fetched later), on the
+    longest corridor for T-Maze (a preset may limit the length)."""
     fields = {f.name for f in dataclasses.fields(config_class)}
-    probe = {"map": "..", "num_agents": 1} if {"map", "num_agents"} <= fields else {}
+    probe: dict[str, Any] = {"map": "..", "num_agents": 1} if {"map", "num_agents"} <= fields else {}
+    if family == "tmaze":
+        probe["corridor_length"] = max(M.corridor_length(m, "tmaze") for m in map_names)
     try:
-        config_class(**suite.settings, **probe)
+        return config_class(**settings, **probe)
     except MemarlError as error:
-        raise _fail(suite.path, str(error)) from None
+        raise _fail(where, str(error)) from None
     except TypeError as error:
-        raise _fail(suite.path, f"bad settings ({error})") from None
+        raise _fail(where, f"bad settings ({error})") from None
 
 
 def load_suite_file(path: str | Path) -> Suite:
@@ -303,4 +326,5 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["Suite", "SuiteEpisode", "get_suite", "load_suite_file", "parse_suite", "shipped_suite_files"]
+__all__ = ["Suite", "SuiteEpisode", "env_map_family", "get_suite", "load_suite_file", "parse_suite",
+           "shipped_suite_files"]

@@ -1,17 +1,19 @@
 """Memory cores: the recurrent part of a policy, between the encoder and the heads.
 
-Every core works on one env step of a batch of envs, ``e [N, A, D]`` (encoder outputs), with a
-state dict whose tensors lead with ``[N, A]``:
-
-* ``initial_state(N, A, device, dtype) -> state``
-* ``step(e, state, first, alive) -> features [N, A, F], state``: reset the state of agents with
-  ``first`` set, read and update it; agents that are not ``alive`` keep their state.
+The contract (``initial_state / step / sequence``) is :class:`memarl.memory.core.MemoryCore`;
+shared memory, the broadcast of each agent's memory to the agents of its env, is the component
+:mod:`memarl.memory.broadcast` that any core attaches.
 
 Cores (import the module you need):
 
 * :mod:`memarl.memory.shared_memory` -- SRMT: memory token + history + shared-memory
   cross-attention over the ``A`` agents of an env (also the RMT / Attention ablations);
-* :mod:`memarl.memory.gru` -- a GRU cell.
+* :mod:`memarl.memory.recurrent` -- GRU and LSTM cells;
+* :mod:`memarl.memory.memory_tokens` -- RATE: memory tokens read and written around K-step
+  segments, the memory retention valve;
+* :mod:`memarl.memory.xl_cache` -- GTrXL: gated Transformer-XL with a K/V cache of M steps;
+* :mod:`memarl.memory.linear_attention` -- GaLiTe / AGaLiTe: gated linear transformers;
+* :mod:`memarl.memory.core` -- the contract and the memory-less core (the "Empty" agent).
 
 This module holds the state helpers the cores share.
 """
@@ -27,9 +29,11 @@ def _lead_mask(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return mask.view(*mask.shape, *([1] * (value.dim() - mask.dim())))
 
 
-def reset_first(first: torch.Tensor, state: State) -> State:
-    """Zero (False for bool entries) the state of agents whose ``first [N, A]`` flag is set."""
-    return {key: value.masked_fill(_lead_mask(first, value), 0) for key, value in state.items()}
+def reset_first(first: torch.Tensor, state: State, keep: tuple[str, ...] = ()) -> State:
+    """Zero (False for bool entries) the state of agents whose ``first [N, A]`` flag is set;
+    the entries named in ``keep`` (e.g. a broadcast channel's key and step count) stay."""
+    return {key: value if key in keep else value.masked_fill(_lead_mask(first, value), 0)
+            for key, value in state.items()}
 
 
 def keep_dead(alive: torch.Tensor, new: State, old: State) -> State:

@@ -40,11 +40,12 @@ State (leading ``[N, A]``):
 
 * ``history [N, A, history_len, D]`` -- the last encoder outputs, oldest first;
 * ``memory [N, A, D]`` and ``memory_valid [N, A]`` bool (use_memory);
-* ``memory_delayed [N, A, k-1, D]`` and ``memory_delayed_valid [N, A, k-1]`` (memory_delay
-  ``k > 1``): the agent's memories of the ``k-1`` previous steps, newest first. This delay line
-  models the broadcast channel: it advances every step for every agent, alive or not (a finished
-  agent pushes its unchanged memory), so ``k`` steps after an agent finished the others read its
-  final memory. It is the one state entry a non-alive agent does not keep unchanged.
+* with share_memory, the broadcast channel's entries (:mod:`memarl.memory.broadcast`): the
+  memories each agent wrote at the last ``k = memory_delay`` steps, newest first, which the shared
+  read takes from (also the drop / radius / finished-agent rules). The channel advances every step
+  for every agent, alive or not (a finished agent pushes its unchanged memory), so ``k`` steps
+  after an agent finished the others read its final memory; it is the one part of the state a
+  non-alive agent does not keep unchanged.
 """
 from __future__ import annotations
 
@@ -57,25 +58,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from memarl.memory import State, keep_dead, reset_first
+from memarl.memory.broadcast import (MemoryChannel, SharedMemoryOptions, SharedMemoryRead,
+                                     gpt2_init, masked_softmax)
+from memarl.memory.core import MemoryCore
 
 AttentionMask = Literal["full", "causal_mem_first"]
 """self-attention masks of the SRMT core (see :func:`attention_mask`)"""
 ATTENTION_MASKS = typing.get_args(AttentionMask)
-
-
-def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim restricted to ``allowed``; rows with nothing allowed give zeros
-    (never NaN, also in the backward pass)."""
-    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1) * allowed
-
-
-def _gpt2_init(linear: nn.Linear) -> nn.Linear:
-    """GPT-2 initialisation: weights N(0, 0.02), zero biases."""
-    nn.init.normal_(linear.weight, std=0.02)
-    if linear.bias is not None:
-        nn.init.zeros_(linear.bias)
-    return linear
 
 
 class SelfAttention(nn.Module):
@@ -85,8 +74,8 @@ class SelfAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = _gpt2_init(nn.Linear(d_model, 3 * d_model))
-        self.proj = _gpt2_init(nn.Linear(d_model, d_model))
+        self.qkv = gpt2_init(nn.Linear(d_model, 3 * d_model))
+        self.proj = gpt2_init(nn.Linear(d_model, d_model))
         self.attn_drop = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, allowed: torch.Tensor,
@@ -107,54 +96,6 @@ class SelfAttention(nn.Module):
         return self.proj(out)
 
 
-class SharedMemoryRead(nn.Module):
-    """Cross-attention of every agent's tokens over the memories of all ``A`` agents of its env.
-
-    Keys and values for agent ``(n, i)`` are ``pool[n, :, :]``. With ``detach_others`` the
-    gradient reaches only the agent's own slot ``pool[n, i]``, not the other agents' memories
-    (the projection weights still get gradients from every slot, as with stored memories).
-    This is done without materialising per-query key tensors: keys/values are projected from
-    ``pool.detach()``, and a zero-valued term that carries the gradient of the own slot is added
-    on the diagonal (``x - x.detach()`` is exactly 0 in the forward pass).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.query = _gpt2_init(nn.Linear(d_model, d_model))
-        self.key_value = _gpt2_init(nn.Linear(d_model, 2 * d_model))
-        self.proj = _gpt2_init(nn.Linear(d_model, d_model))
-        self.attn_drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, pool: torch.Tensor, valid: torch.Tensor,
-                detach_others: bool) -> torch.Tensor:
-        """x ``[N, A, Lq, D]`` (normalised), pool ``[N, A, D]``, valid ``[N, A]`` bool ->
-        ``[N, A, Lq, D]``; zeros for envs where no slot is valid."""
-        n, a, lq, d = x.shape
-        nh, hd = self.num_heads, d // self.num_heads
-        scale = 1.0 / math.sqrt(hd)
-        q = self.query(x).view(n, a, lq, nh, hd).permute(0, 3, 1, 2, 4)   # [N, H, A, Lq, hd]
-        source = pool.detach() if detach_others else pool
-        kv = self.key_value(source).view(n, a, 2, nh, hd).permute(2, 0, 3, 1, 4)
-        k, v = kv[0], kv[1]                                               # [N, H, A, hd]
-        scores = torch.einsum("nhitd,nhjd->nhitj", q, k) * scale          # [N, H, A, Lq, A]
-        if detach_others:
-            own = F.linear(pool, self.key_value.weight.detach(), self.key_value.bias.detach())
-            own = (own - own.detach()).view(n, a, 2, nh, hd).permute(2, 0, 3, 1, 4)
-            k_own, v_own = own[0], own[1]                                 # [N, H, A, hd], == 0
-            eye = torch.eye(a, dtype=x.dtype, device=x.device).view(a, 1, a)
-            diagonal = (q * k_own[:, :, :, None]).sum(-1) * scale         # [N, H, A, Lq]
-            scores = scores + diagonal[..., None] * eye
-        probs = masked_softmax(scores, valid[:, None, None, None, :])
-        probs = self.attn_drop(probs)
-        out = torch.einsum("nhitj,nhjd->nhitd", probs, v)                 # [N, H, A, Lq, hd]
-        if detach_others:
-            p_own = (probs * eye).sum(-1)                                 # [N, H, A, Lq]
-            out = out + p_own[..., None] * v_own[:, :, :, None]
-        out = self.proj(out.permute(0, 2, 3, 1, 4).reshape(n, a, lq, d))
-        return out * valid.any(-1).view(n, 1, 1, 1).to(out.dtype)
-
-
 class SharedMemoryBlock(nn.Module):
     """Pre-LN GPT-2 block: self-attention, optional shared-memory cross-attention, MLP."""
 
@@ -169,8 +110,8 @@ class SharedMemoryBlock(nn.Module):
         else:
             self.ln_cross = self.cross = None
         self.ln_2 = nn.LayerNorm(d_model)
-        self.fc = _gpt2_init(nn.Linear(d_model, mlp_ratio * d_model))
-        self.fc_proj = _gpt2_init(nn.Linear(mlp_ratio * d_model, d_model))
+        self.fc = gpt2_init(nn.Linear(d_model, mlp_ratio * d_model))
+        self.fc_proj = gpt2_init(nn.Linear(mlp_ratio * d_model, d_model))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, query_index: torch.Tensor | None,
@@ -187,7 +128,7 @@ class SharedMemoryBlock(nn.Module):
         return x + self.drop(self.fc_proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh")))
 
 
-class SharedMemoryCore(nn.Module):
+class SharedMemoryCore(MemoryCore):
     """The SRMT core and its RMT / Attention ablations. See the module docstring.
 
     Args:
@@ -199,30 +140,28 @@ class SharedMemoryCore(nn.Module):
         attention: "full" or "causal_mem_first".
         dropout: dropout on embeddings, attention probabilities and residual branches.
         use_memory: memory token (False = "Attention" ablation).
-        share_memory: cross-attention over all agents' memories (False = "RMT").
         use_memory_head: new memory = mem_head(y); False: the new memory is y itself.
-        detach_other_memories: no gradient into other agents' memories through the shared read.
-        memory_delay: k >= 1; the shared read sees the memories produced k steps before the
-            current one (k = 1: produced at the previous step, the paper's one-step lag).
-        clear_finished_memory: mask agents that are not alive out of the shared read.
+        shared: the broadcast options (:class:`~memarl.memory.broadcast.SharedMemoryOptions`);
+            ``shared.share_memory=False`` = "RMT".
+        bptt: backpropagate through memory and history across a ``sequence`` segment.
     """
 
     def __init__(self, d_model: int, num_heads: int, history_len: int = 8, num_layers: int = 1,
                  mlp_ratio: int = 4, attention: str = "full", dropout: float = 0.0,
-                 use_memory: bool = True, share_memory: bool = True,
-                 use_memory_head: bool = True, detach_other_memories: bool = True,
-                 memory_delay: int = 1, clear_finished_memory: bool = False):
+                 use_memory: bool = True, use_memory_head: bool = True,
+                 shared: SharedMemoryOptions | None = None, bptt: bool = True):
         super().__init__()
+        shared = shared if shared is not None else SharedMemoryOptions()
+        share_memory = shared.share_memory
         assert d_model % num_heads == 0 and attention in ATTENTION_MASKS
         assert use_memory or not share_memory, "share_memory needs use_memory"
-        assert memory_delay >= 1 and history_len >= 0 and num_layers >= 1
-        self.d_model = d_model
+        assert history_len >= 0 and num_layers >= 1
+        self.d_model = self.feature_dim = d_model
+        self.bptt = bptt
         self.history_len = history_len
         self.use_memory = use_memory
         self.share_memory = share_memory
-        self.detach_other_memories = detach_other_memories
-        self.memory_delay = memory_delay
-        self.clear_finished_memory = clear_finished_memory
+        self.detach_other_memories = shared.detach_other_memories
         self.seq_len = history_len + 1 + int(use_memory)                       # L
         # Learned absolute positions, one row per slot (N(0, 1) like the released nn.Embedding).
         self.position = nn.Parameter(torch.randn(self.seq_len, d_model))       # [L, D]
@@ -235,6 +174,11 @@ class SharedMemoryCore(nn.Module):
         if use_memory and use_memory_head:
             self.mem_head = nn.Linear(d_model, d_model, bias=False)
             nn.init.orthogonal_(self.mem_head.weight)
+        self.channel = None
+        if share_memory:
+            self.channel = MemoryChannel(d_model, 1, shared.memory_delay, shared.memory_drop,
+                                         shared.memory_radius, shared.clear_finished_memory)
+        self._keep = self.channel.persistent_keys if self.channel is not None else ()
         structure = torch.ones(self.seq_len, self.seq_len, dtype=torch.bool)
         if attention == "causal_mem_first":
             structure = torch.tril(structure)
@@ -242,6 +186,9 @@ class SharedMemoryCore(nn.Module):
         last = self.seq_len - 1
         query_index = torch.tensor([0, last] if use_memory else [last])
         self.register_buffer("query_index", query_index, persistent=False)     # [Lq]
+
+    def position_parameters(self) -> list[nn.Parameter]:
+        return [self.position]
 
     def initial_state(self, num_envs: int, num_agents: int, device=None,
                       dtype: torch.dtype | None = None) -> State:
@@ -252,19 +199,16 @@ class SharedMemoryCore(nn.Module):
         if self.use_memory:
             state["memory"] = torch.zeros(n, a, d, device=device, dtype=dtype)
             state["memory_valid"] = torch.zeros(n, a, dtype=torch.bool, device=device)
-        if self.use_memory and self.memory_delay > 1:
-            k = self.memory_delay - 1
-            state["memory_delayed"] = torch.zeros(n, a, k, d, device=device, dtype=dtype)
-            state["memory_delayed_valid"] = torch.zeros(n, a, k, dtype=torch.bool,
-                                                        device=device)
+        if self.channel is not None:
+            state.update(self.channel.initial_state(n, a, device, dtype))
         return state
 
-    def step(self, e: torch.Tensor, state: State, first: torch.Tensor, alive: torch.Tensor
-             ) -> tuple[torch.Tensor, State]:
+    def step(self, e: torch.Tensor, state: State, first: torch.Tensor, alive: torch.Tensor,
+             positions: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """e ``[N, A, D]``, first / alive ``[N, A]`` bool -> features ``[N, A, D]``, state."""
         n, a, d = e.shape
         b, length = n * a, self.seq_len
-        state = reset_first(first, state)
+        state = reset_first(first, state, self._keep)
         history = state["history"]                                             # [N, A, Lh, D]
         tokens = [history, e[:, :, None]]
         key_valid = torch.ones(b, length, dtype=torch.bool, device=e.device)   # [B, L]
@@ -273,13 +217,8 @@ class SharedMemoryCore(nn.Module):
             memory, memory_valid = state["memory"], state["memory_valid"]      # [N, A, D], [N, A]
             tokens.insert(0, memory[:, :, None])
             key_valid = torch.cat([memory_valid.reshape(b, 1), key_valid[:, 1:]], dim=1)
-            if self.memory_delay > 1:
-                pool = state["memory_delayed"][:, :, -1]
-                pool_valid = state["memory_delayed_valid"][:, :, -1]
-            else:
-                pool, pool_valid = memory, memory_valid
-            if self.clear_finished_memory:
-                pool_valid = pool_valid & alive
+        if self.channel is not None:
+            pool, pool_valid = self.channel.read(state, alive, positions)  # [N, A, D], [N, A, A]
         x = torch.cat(tokens, dim=2).view(b, length, d) + self.position        # [B, L, D]
         x = self.drop(x)
         key_valid = key_valid[:, None, :]                                      # [B, 1, L]
@@ -304,12 +243,7 @@ class SharedMemoryCore(nn.Module):
             new["memory"] = self.mem_head(source) if self.mem_head is not None else source
             new["memory_valid"] = torch.ones_like(memory_valid)
         new = keep_dead(alive, new, state)
-        if self.use_memory and self.memory_delay > 1:
+        if self.channel is not None:
             # The broadcast channel advances for every agent (see the module docstring).
-            new["memory_delayed"] = torch.cat(
-                [memory[:, :, None], state["memory_delayed"][:, :, :-1]], dim=2)
-            new["memory_delayed_valid"] = torch.cat(
-                [memory_valid[:, :, None], state["memory_delayed_valid"][:, :, :-1]], dim=2)
+            new.update(self.channel.write(new["memory"], new["memory_valid"], state, alive))
         return features, new
-
-    forward = step

@@ -21,7 +21,7 @@ class PathFollowingPolicy(torch.nn.Module):
     def initial_state(self, num_envs: int, num_agents: int, device) -> torch.Tensor:
         return torch.zeros(num_envs, num_agents, 1, device=device)
 
-    def step(self, obs: torch.Tensor, state, first, alive):
+    def step(self, obs: torch.Tensor, state, first, alive, positions=None):
         r = obs.shape[-1] // 2
         path = obs[:, :, 0]  # [N, A, 2R+1, 2R+1]
         logits = torch.stack([path[:, :, r + dr, r + dc] for dr, dc in _OFFSETS], dim=-1)  # [N, A, 5]

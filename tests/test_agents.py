@@ -8,13 +8,22 @@ import torch
 
 from memarl.agents import AGENTS, make_agent
 from memarl.errors import MemarlError
-from memarl.memory.shared_memory import SharedMemoryRead
+from memarl.memory.broadcast import SharedMemoryRead
+from .state_checks import assert_state_equal
 
 OBS = (3, 5, 5)
 K = 5
 NAMES = AGENTS.names()
-# Every registered agent with its defaults, plus the SRMT options that change the computation.
+# agents that can broadcast their memory (rmt / attention are SRMT with sharing switched off)
+SHAREABLE = ["srmt", "gru", "lstm", "rate", "gtrxl", "galite", "agalite"]
+# Every registered agent with its defaults, with shared memory, plus the options that change the
+# computation.
 VARIANTS = [(name, {}) for name in NAMES] + [
+    (name, {"share_memory": True}) for name in SHAREABLE if name != "srmt"] + [
+    ("srmt", {"memory_drop": 0.5}),
+    ("gru", {"share_memory": True, "memory_delay": 2, "memory_drop": 0.3,
+             "clear_finished_memory": True}),
+    ("lstm", {"bptt": False}),
     ("srmt", {"attention": "causal_mem_first"}),
     ("srmt", {"memory_delay": 3}),
     ("srmt", {"clear_finished_memory": True}),
@@ -56,13 +65,6 @@ def warm_state(policy, n, a, steps=3, seed=7):
         return run_steps(policy, obs, policy.initial_state(n, a), first, alive)[2]
 
 
-def assert_state_equal(s1, s2, atol=0.0):
-    assert s1.keys() == s2.keys()
-    for key in s1:
-        if s1[key].dtype == torch.bool:
-            assert torch.equal(s1[key], s2[key]), key
-        else:
-            torch.testing.assert_close(s1[key], s2[key], atol=atol, rtol=0, msg=key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def test_state_layout_and_alive_default(name):
 
 @pytest.mark.parametrize("name,kw", VARIANTS, ids=IDS)
 def test_gradients_reach_encoder_and_core(name, kw):
-    n, a, t_len = 2, 3, 4
+    n, a, t_len = 2, 3, 10      # past one memory write of RATE's 8-step segments
     policy = make(name, **kw)
     obs, _, _ = inputs(t_len, n, a)
     first = torch.zeros(t_len, n, a, dtype=torch.bool)
@@ -133,10 +135,13 @@ def test_first_resets_to_fresh_state(name, kw):
         reset = policy.step(obs, warm_state(policy, n, a), all_first)
         # an initial state needs no first flag: the memory is not initialised either way
         unflagged = policy.step(obs, policy.initial_state(n, a), ~all_first)
+    def episode_state(state):  # the channel's key and step count are not episode state
+        return {k: v for k, v in state.items() if k not in ("shared_key", "shared_tick")}
+
     for other in (reset, unflagged):
         torch.testing.assert_close(other[0], fresh[0], atol=1e-6, rtol=0)
         torch.testing.assert_close(other[1], fresh[1], atol=1e-6, rtol=0)
-        assert_state_equal(other[2], fresh[2], atol=1e-6)
+        assert_state_equal(episode_state(other[2]), episode_state(fresh[2]), atol=1e-6)
 
 
 @pytest.mark.parametrize("name,kw", VARIANTS, ids=IDS)
@@ -148,8 +153,9 @@ def test_first_is_per_agent(name, kw):
     obs = torch.randn(n, a, *OBS)
     first = torch.tensor([[False, True, False], [True, False, False]])
     manual = {key: value.clone() for key, value in state.items()}
-    for value in manual.values():
-        value[first] = 0
+    for key, value in manual.items():
+        if key not in ("shared_key", "shared_tick"):   # the channel's key survives resets
+            value[first] = 0
     with torch.no_grad():
         out1 = policy.step(obs, state, first)
         out2 = policy.step(obs, manual, torch.zeros_like(first))
@@ -181,10 +187,13 @@ def test_dead_agents_keep_state(name, kw):
     with torch.no_grad():
         _, _, new = policy.step(obs, state, torch.zeros(n, a, dtype=torch.bool), alive)
     for key, value in new.items():
-        if key.startswith("memory_delayed"):
-            # the broadcast delay line advances for everybody, pushing the (kept) memory
-            assert torch.equal(value[:, :, 0], state[key.replace("_delayed", "")])
+        if key in ("shared_summary", "shared_valid"):
+            # the broadcast delay line advances for everybody; a dead agent pushes its newest
+            assert torch.equal(value[~alive][:, 0], state[key][~alive][:, 0])
             assert torch.equal(value[:, :, 1:], state[key][:, :, :-1])
+            continue
+        if key == "shared_tick":                      # the channel's clock runs for everybody
+            assert torch.equal(value, state[key] + 1)
             continue
         assert torch.equal(value[~alive], state[key][~alive]), key
     if new:
@@ -320,34 +329,40 @@ def test_single_agent_gradients_do_not_depend_on_detach():
         torch.testing.assert_close(grads[0][key], grads[1][key], atol=1e-6, rtol=1e-5)
 
 
-def test_shared_read_detach_matches_naive_per_query_keys():
+@pytest.mark.parametrize("slots", [1, 2])
+def test_shared_read_detach_matches_naive_per_query_keys(slots):
+    """Per-receiver masks (drop / radius) and several slots per agent (RATE's memory tokens)."""
     torch.manual_seed(0)
     n, a, lq, d, h = 2, 4, 2, 16, 4
+    p = a * slots
     read = SharedMemoryRead(d, h, 0.0)
-    for p in read.parameters():                       # larger weights: non-trivial softmax
-        torch.nn.init.normal_(p, std=0.3)
+    for param in read.parameters():                   # larger weights: non-trivial softmax
+        torch.nn.init.normal_(param, std=0.3)
     x = torch.randn(n, a, lq, d, requires_grad=True)
-    pool = torch.randn(n, a, d, requires_grad=True)
-    valid = torch.tensor([[True, False, True, True], [False, False, False, False]])
+    pool = torch.randn(n, p, d, requires_grad=True)
+    valid = torch.rand(n, a, p, generator=torch.Generator().manual_seed(1)) < 0.6
+    valid[1] = False                                  # env 1: nothing to read
+    valid[0, 2] = False                               # receiver 2 of env 0 reads nothing
     out = read(x, pool, valid, detach_others=True)
-    # naive: per query agent i, keys/values from the pool with every slot j != i detached
+    # naive: per query agent i, keys/values from the pool with every other agent's slot detached
     rows = []
     hd = d // h
     for i in range(a):
-        own = torch.zeros(a, dtype=torch.bool)
-        own[i] = True
-        keys_in = torch.where(own[None, :, None], pool, pool.detach())           # [N, A, D]
+        own = torch.zeros(p, dtype=torch.bool)
+        own[i * slots:(i + 1) * slots] = True
+        keys_in = torch.where(own[None, :, None], pool, pool.detach())           # [N, P, D]
         k, v = read.key_value(keys_in).split(d, dim=-1)
         q = read.query(x[:, i])                                                  # [N, Lq, D]
         q, k, v = (z.view(n, -1, h, hd).transpose(1, 2) for z in (q, k, v))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(hd)                         # [N, H, Lq, A]
-        scores = scores.masked_fill(~valid[:, None, None], -1e30)
-        probs = torch.softmax(scores, -1) * valid[:, None, None]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd)                         # [N, H, Lq, P]
+        mask = valid[:, i]                                                       # [N, P]
+        scores = scores.masked_fill(~mask[:, None, None], -1e30)
+        probs = torch.softmax(scores, -1) * mask[:, None, None]
         ctx = (probs @ v).transpose(1, 2).reshape(n, lq, d)
-        rows.append(read.proj(ctx) * valid.any(-1)[:, None, None])
+        rows.append(read.proj(ctx) * mask.any(-1)[:, None, None])
     naive = torch.stack(rows, dim=1)
     torch.testing.assert_close(out, naive, atol=1e-6, rtol=1e-5)
-    assert (out[1] == 0).all()                        # no valid slot: zeros, no NaN
+    assert (out[1] == 0).all() and (out[0, 2] == 0).all()   # no valid slot: zeros, no NaN
     weight = torch.randn_like(out)
     g1 = torch.autograd.grad((out * weight).sum(), [x, pool, *read.parameters()])
     g2 = torch.autograd.grad((naive * weight).sum(), [x, pool, *read.parameters()])
@@ -427,7 +442,7 @@ def test_parameter_counts_match_srmt_reference(capsys):
 
 
 def test_registry_and_make_agent():
-    assert set(NAMES) >= {"srmt", "rmt", "attention", "empty", "gru"}
+    assert set(NAMES) >= {"srmt", "rmt", "attention", "empty", "gru", "lstm"}
     for entry in AGENTS:
         assert entry.description and "\n" not in entry.description
     policy = make_agent("rmt", OBS, K, d_model=8, num_heads=2)
@@ -438,7 +453,10 @@ def test_registry_and_make_agent():
 
 @pytest.mark.parametrize("name,kw,words", [
     ("srmt", {"bogus": 1}, ["'bogus'", "valid keys", "num_heads"]),
-    ("gru", {"num_heads": 4}, ["'num_heads'", "gru_hidden"]),
+    ("gru", {"history_len": 4}, ["'history_len'", "gru_hidden"]),
+    ("gru", {"num_heads": 3}, ["divisible"]),
+    ("lstm", {"memory_drop": 1.0}, ["memory_drop"]),
+    ("srmt", {"memory_radius": -1}, ["memory_radius"]),
     ("srmt", {"attention": "sparse"}, ["attention"]),
     ("srmt", {"num_heads": 3}, ["divisible"]),
     ("srmt", {"use_memory": False}, ["share_memory"]),
@@ -518,3 +536,131 @@ def test_bfloat16_autocast_runs_without_nan(name):
     assert torch.isfinite(logits.float()).all() and torch.isfinite(values.float()).all()
     (logits.float().square().sum() + values.float().sum()).backward()
     assert all(torch.isfinite(p.grad).all() for p in policy.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared memory as a component: every agent that can share, and the broadcast options
+
+
+def test_shareable_list_is_complete():
+    from memarl.agents import agent_config_class
+    for name in NAMES:
+        has_option = "share_memory" in {f.name for f in
+                                        __import__("dataclasses").fields(agent_config_class(name))}
+        assert has_option == (name in SHAREABLE or name in ("rmt", "attention")), name
+
+
+@pytest.mark.parametrize("name", SHAREABLE)
+def test_shared_memory_reads_other_agents_with_one_step_lag(name):
+    """(RATE broadcasts its memory tokens, rewritten after every 8th step: read at step 9.)"""
+    t0 = 1
+    base, pert = _perturbed_logits(amplified(name, share_memory=True), t0, env=0, agent=1,
+                                   t_len=12)
+    assert _same(base[: t0 + 1, 0, 0], pert[: t0 + 1, 0, 0])   # nothing before / at t0
+    assert _changed(base[t0 + 1:, 0, 0], pert[t0 + 1:, 0, 0])   # read from t0 + 1 on
+    assert _same(base[:, 1], pert[:, 1])                       # never another env
+
+
+@pytest.mark.parametrize("name", [n for n in SHAREABLE if n != "srmt"])
+def test_private_memory_by_default(name):
+    base, pert = _perturbed_logits(amplified(name), 1, env=0, agent=1)
+    assert _same(base[:, 0, 0], pert[:, 0, 0])
+
+
+def _positions(t_len, n, a, seed=4):
+    return torch.randint(0, 6, (t_len, n, a, 2), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", SHAREABLE)
+@pytest.mark.parametrize("options", [{"memory_radius": 3}, {"memory_drop": 0.4},
+                                     {"memory_radius": 0, "memory_delay": 2}])
+def test_broadcast_options_step_equals_sequence(name, options):
+    t_len, n, a = 6, 3, 4
+    policy = make(name, share_memory=True, **options)
+    state0 = policy.initial_state(n, a)
+    obs, first, alive = inputs(t_len, n, a, seed=2)
+    positions = _positions(t_len, n, a)
+    with torch.no_grad():
+        steps, state = [], state0
+        for t in range(t_len):
+            logits, values, state = policy.step(obs[t], state, first[t], alive[t], positions[t])
+            steps.append(logits)
+        l2, _, s2 = policy.sequence(obs, state0, first, alive, positions, return_state=True)
+    torch.testing.assert_close(torch.stack(steps), l2, atol=1e-5, rtol=0)
+    assert_state_equal(state, s2, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SHAREABLE)
+def test_radius_limits_whom_an_agent_reads(name):
+    t_len, n, a = 12, 1, 3          # RATE reads memory tokens written after step 8
+    policy = amplified(name, share_memory=True, memory_radius=2)
+    obs, _, _ = inputs(t_len, n, a, seed=11)
+    first = torch.zeros(t_len, n, a, dtype=torch.bool)
+    first[0] = True
+    positions = torch.tensor([[0, 0], [1, 1], [5, 5]]).expand(t_len, n, a, 2)  # 0-1 near, 2 far
+    outputs = []
+    for agent in (None, 1, 2):
+        perturbed = obs.clone()
+        if agent is not None:
+            perturbed[0, 0, agent] += 1.0
+        with torch.no_grad():
+            outputs.append(_outputs(*policy.sequence(perturbed, policy.initial_state(n, a),
+                                                     first, None, positions)))
+    base, near, far = outputs
+    assert _changed(base[1:, 0, 0], near[1:, 0, 0])     # agent 1 is within distance 2
+    assert _same(base[:, 0, 0], far[:, 0, 0])           # agent 2 is 10 cells away
+
+
+def test_radius_without_positions_is_a_one_line_error():
+    policy = make("srmt", memory_radius=2)
+    with pytest.raises(MemarlError, match="positions"):
+        policy.step(torch.zeros(1, 2, *OBS), policy.initial_state(1, 2),
+                    torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_drop_loses_each_memory_with_its_probability_per_receiver():
+    from memarl.memory.broadcast import MemoryChannel
+    torch.manual_seed(0)
+    n, a, steps, p = 64, 4, 200, 0.3
+    channel = MemoryChannel(summary_dim=2, drop=p)
+    state = channel.initial_state(n, a, "cpu", torch.float32)
+    alive = torch.ones(n, a, dtype=torch.bool)
+    kept, patterns = [], []
+    for _ in range(steps):
+        state = channel.write(torch.randn(n, a, 2), alive, state, alive)
+        _, valid = channel.read(state, alive, None)                  # [N, A, A]
+        patterns.append(valid)
+        kept.append(valid[:, ~torch.eye(a, dtype=torch.bool)].float().mean())
+        assert valid[:, torch.eye(a, dtype=torch.bool)].all()        # own memory always read
+    assert abs(torch.stack(kept).mean().item() - (1 - p)) < 0.01
+    stacked = torch.stack(patterns)                                  # [steps, N, A, A]
+    assert not torch.equal(stacked[:, 0], stacked[:, 1])             # envs drop independently
+    assert not torch.equal(stacked[:, :, 0, 1], stacked[:, :, 1, 0])  # receivers too
+
+
+def test_default_broadcast_options_are_plain_srmt():
+    plain = make("srmt")
+    explicit = make("srmt", memory_delay=1, memory_drop=0.0, memory_radius=None,
+                    clear_finished_memory=False)
+    obs, first, alive = inputs(5, 2, 3)
+    with torch.no_grad():
+        a1 = plain.sequence(obs, plain.initial_state(2, 3), first, alive)
+        a2 = explicit.sequence(obs, explicit.initial_state(2, 3), first, alive)
+    assert torch.equal(a1[0], a2[0]) and torch.equal(a1[1], a2[1])
+
+
+@pytest.mark.parametrize("name,kw", [(name, {}) for name in NAMES] +
+                         [(name, {"share_memory": True}) for name in SHAREABLE])
+def test_no_gradient_crosses_an_episode_boundary(name, kw):
+    """After every agent of env 0 starts a new episode at t0, nothing before t0 matters."""
+    t_len, n, a, t0 = 6, 2, 3, 3
+    policy = make(name, **kw)
+    obs, _, _ = inputs(t_len, n, a, seed=8)
+    obs.requires_grad_(True)
+    first = torch.zeros(t_len, n, a, dtype=torch.bool)
+    first[0] = True
+    first[t0, 0] = True
+    logits, values = policy.sequence(obs, policy.initial_state(n, a), first)
+    (_outputs(logits, values)[t0:, 0] * torch.randn(t_len - t0, a, K + 1)).sum().backward()
+    assert (obs.grad[:t0, 0] == 0).all()
+    assert (obs.grad[t0:, 0] != 0).any()

@@ -98,8 +98,37 @@ def test_eval_and_render(trained_run, capsys, tmp_path):
 def test_list_agents_shows_parameter_counts(capsys):
     code, out, _ = run_cli(["list", "agents"], capsys)
     assert code == 0
-    for name in ("srmt", "rmt", "attention", "empty", "gru"):
+    names = ("srmt", "rmt", "attention", "empty", "gru", "lstm", "rate", "gtrxl", "galite",
+             "agalite")
+    for name in names:
         assert any(line.startswith(name) for line in out.splitlines())
+    gru = next(line for line in out.splitlines() if line.startswith("gru "))
+    assert "6,342" in gru and "29,765" in gru      # bottleneck and tmaze presets
+
+
+@pytest.mark.parametrize("env,agent,options", [
+    ("bottleneck", "gtrxl", ["preset=lmapf", "memory_len=4"]),
+    ("tmaze", "rate", ["share_memory=true", "memory_drop=0.5"]),
+    ("bottleneck", "galite", ["share_memory=true", "memory_radius=2"]),
+])
+def test_agent_presets_and_broadcast_options_from_the_cli(env, agent, options, tmp_path, capsys):
+    args = ["train", "--env", env, "--agent", agent, "--total-steps", "64", "--num-envs", "4",
+            "--rollout-len", "4", "--run-dir", str(tmp_path / "r")]
+    for option in options:
+        args += ["--agent-opt", option]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    # the env's own preset unless one is given; the grid envs keep the agent's default
+    expected = "lmapf" if "preset=lmapf" in options else "tmaze" if env == "tmaze" else None
+    assert config["agent_options"].get("preset") == expected
+    policy = memarl.load_policy(str(tmp_path / "r"), which="latest")
+    for option in options:
+        key, value = option.split("=")
+        if key != "preset":
+            assert str(getattr(policy.config, key)).lower() == value
+    if expected == "lmapf":
+        assert policy.config.d_model == 512
 
 
 @pytest.mark.parametrize("args,words", [
@@ -109,6 +138,12 @@ def test_list_agents_shows_parameter_counts(capsys):
     (["train", "--num-envs", "0"], ["num-envs"]),
     (["train", "--env-opt", "corridor_lengths=0"], ["corridor"]),
     (["train", "--agent-opt", "no_such_option=1"], ["no_such_option"]),
+    (["train", "--agent-opt", "preset=huge"], ["unknown preset 'huge'", "lmapf", "tmaze"]),
+    (["train", "--agent-opt", "memory_drop=1.5"], ["memory_drop"]),
+    (["train", "--agent-opt", "memory_radius=-2"], ["memory_radius"]),
+    (["train", "--agent", "lstm", "--agent-opt", "num_heads=3"], ["divisible"]),
+    (["train", "--env", "tmaze", "--env-opt", "preset=maze"], ["preset"]),
+    (["train", "--env", "tmaze", "--env-opt", "corridor_length=0"], ["corridor_length"]),
     (["train", "--total-steps", "many"], ["--total-steps", "expected an integer"]),
     (["eval", "does/not/exist", "--suite", "bottleneck-test"], ["does/not/exist"]),
 ])

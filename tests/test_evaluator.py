@@ -335,7 +335,7 @@ def test_every_shipped_suite_file_parses():
     from memarl.registry import SUITES
 
     files = shipped_suite_files()
-    assert len(files) == 14 and set(files) == set(SUITES.names())
+    assert len(files) == 16 and set(files) == set(SUITES.names())
     for name, path in files.items():
         suite = load_suite_file(path)
         assert suite.name == name and suite.episodes() and suite.description

@@ -336,8 +336,8 @@ def test_suites_registered_with_the_benchmark_settings():
                                  else ("avg_throughput", "collisions", "obstacle_collisions"))
         assert len(set(suite.map_names)) == maps and set(suite.map_names) <= set(S.library_names())
     # the suites' maps, the 40 Follower mazes, the generated training sets (toolbox seeds
-    # 128..639 random, 128..2175 mazes) and the Bottleneck corridors 1..10000
-    assert len(S.library_names()) == 128 * 3 + 1 + 16 + 8 + 40 + 512 + 2048 + 10_000
+    # 128..639 random, 128..2175 mazes), the Bottleneck corridors 1..10000 and the T-Maze corridors 1..10000
+    assert len(S.library_names()) == 128 * 3 + 1 + 16 + 8 + 40 + 512 + 2048 + 10_000 + 10_000
     assert S.resolve_map_name("training-mazes-seed-.+")[0] == "training-mazes-seed-128"
     assert not set(S.resolve_map_name("training-mazes-seed-.+")) & set(SUITES.make("pogema-mazes-lmapf").map_names)
 

@@ -173,7 +173,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
         for env_ids in np.array_split(generator.permutation(num_envs), num_minibatches):
             idx = torch.as_tensor(env_ids, device=segment.obs.device)
             mb = segment.select_envs(idx)
-            logits, values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive)
+            logits, values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive,
+                                             mb.positions)
             loss, stats = ppo_loss(logits, values, mb.actions, mb.logprobs, mb.values,
                                    advantages[:, idx], returns[:, idx], mb.alive, cfg)
             optimizer.zero_grad(set_to_none=True)

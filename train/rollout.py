@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from memarl.envs.base import agent_positions
+
 State = dict[str, torch.Tensor]
 
 
@@ -30,12 +32,13 @@ class Segment:
     alive: torch.Tensor        # [T, N, A] bool, the agent was on the grid when acting at t
     state0: State              # each [N, A, ...]: policy state before step 0
     policy_version: int        # learner update count of the weights that acted
+    positions: torch.Tensor | None = None  # [T, N, A, 2] int64 grid cells at obs[t] (grid envs)
 
     def select_envs(self, env_ids: torch.Tensor) -> "Segment":
         """The sub-segment of some envs (whole env groups: all their agents)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name, value in fields.items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor):   # every tensor field leads with [T, N]
                 fields[name] = value[:, env_ids]
         fields["state0"] = {k: v[env_ids] for k, v in self.state0.items()}
         return Segment(**fields)
@@ -84,12 +87,19 @@ class RolloutCollector:
         flags = {name: torch.empty((steps, n, a), dtype=torch.bool, device=self.device)
                  for name in ("terminated", "truncated", "first", "alive")}
         actions_buf = torch.empty((steps, n, a), dtype=torch.long, device=self.device)
+        positions_buf = None
+        if agent_positions(self.env) is not None:
+            positions_buf = torch.empty((steps, n, a, 2), dtype=torch.long, device=self.device)
         state0 = {k: v.clone() for k, v in self.state.items()}
 
         for t in range(steps):
             obs = self._tensor(self.obs, torch.float32)
             first, alive = self._tensor(self.first), self._tensor(self.alive)
-            logits, value, self.state = self.policy.step(obs, self.state, first, alive)
+            positions = self._positions()
+            logits, value, self.state = self.policy.step(obs, self.state, first, alive,
+                                                         positions)
+            if positions_buf is not None:
+                positions_buf[t] = positions
             actions, logprobs = sample_actions(logits)
             next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
 
@@ -105,10 +115,16 @@ class RolloutCollector:
             self.obs, self.first, self.alive = next_obs, info["first"], self.env.alive.copy()
 
         _, next_value, _ = self.policy.step(self._tensor(self.obs, torch.float32), self.state,
-                                            self._tensor(self.first), self._tensor(self.alive))
+                                            self._tensor(self.first), self._tensor(self.alive),
+                                            self._positions())
         segment = Segment(obs=obs_buf, actions=actions_buf, state0=state0,
-                          policy_version=policy_version, **buffers, **flags)
+                          policy_version=policy_version, positions=positions_buf,
+                          **buffers, **flags)
         return segment, next_value
+
+    def _positions(self) -> torch.Tensor | None:
+        positions = agent_positions(self.env)
+        return None if positions is None else self._tensor(positions, torch.long)
 
     def pop_finished_episodes(self) -> list[dict]:
         episodes, self.finished_episodes = self.finished_episodes, []

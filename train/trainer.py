@@ -147,10 +147,22 @@ def typed_env_options(env_id: str, options: dict) -> dict:
     return parse_options(config_class, options, "env") if config_class else dict(options)
 
 
-def typed_agent_options(agent: str, options: dict) -> dict:
-    """``options`` with command-line strings converted by the agent's config field types."""
-    from memarl.agents import agent_config_class
-    return parse_options(agent_config_class(agent), options, f"agent {agent!r}")
+def typed_agent_options(agent: str, options: dict, env_id: str | None = None) -> dict:
+    """``options`` with command-line strings converted by the agent's config field types, and
+    ``preset`` checked against the agent's presets. Without a preset the env's
+    ``agent_preset`` is used (T-Maze: "tmaze"; the grid envs: "bottleneck")."""
+    from memarl.agents import agent_config_class, agent_presets
+    from memarl.registry import ENVS
+    options = dict(options)
+    preset = options.pop("preset", None)
+    if preset is None and env_id is not None:
+        preset = getattr(ENVS.get(env_id).load(), "agent_preset", None)
+    presets = agent_presets(agent)
+    if preset is not None and preset not in presets:
+        raise MemarlError(f"unknown preset {preset!r} for agent {agent!r}; valid presets: "
+                          f"{', '.join(sorted(presets))}")
+    typed = parse_options(agent_config_class(agent), options, f"agent {agent!r}")
+    return typed if preset is None else {"preset": preset, **typed}
 
 
 def build_env(cfg: TrainConfig) -> Any:
@@ -333,15 +345,15 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     cfg.validate()
     device = resolve_device(cfg.device)
     cfg.env_options = typed_env_options(cfg.env, cfg.env_options)
-    # seeded before the agent options are typed: reading the agent's config class builds a
-    # default agent, and runs since the first version draw their initial weights after it
     seed_everything(cfg.seed)
-    cfg.agent_options = typed_agent_options(cfg.agent, cfg.agent_options)
+    cfg.agent_options = typed_agent_options(cfg.agent, cfg.agent_options, cfg.env)
     check_training_memory(
         estimate_training_memory(cfg.env, cfg.env_options, cfg.num_envs, cfg.agent,
                                  cfg.agent_options, cfg.rollout_len, cfg.ppo.num_minibatches),
         hint="lower --num-envs, --rollout-len or the model size, or raise --num-minibatches")
     env = build_env(cfg)
+    # the initial weights depend on the seed and the agent config only, not on what ran before
+    torch.manual_seed(cfg.seed)
     policy = build_policy(cfg.agent, env, cfg.agent_options).to(device)
 
     run_dir = Path(cfg.run_dir)
