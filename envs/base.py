@@ -74,8 +74,24 @@ class EpisodeEnds:
     """Mixin for grid envs: check actions, close the episodes that ended in a step.
 
     The env provides ``num_envs``, ``num_agents``, ``num_actions``, ``alive``, ``_done`` ``[N]``,
+    ``_t`` and ``_max_steps`` ``[N]`` (steps taken and time limit of each env's episode),
     ``_episode_metrics(i) -> dict`` and ``_reset_env(i)``.
     """
+
+    @property
+    def elapsed_steps(self) -> np.ndarray:
+        """``[N]`` steps taken in the current episode."""
+        return self._t.copy()
+
+    @property
+    def max_episode_steps(self) -> np.ndarray:
+        """``[N]`` time limit of each env's current episode."""
+        return self._max_steps.copy()
+
+    @property
+    def done(self) -> np.ndarray:
+        """``[N]`` envs frozen after their episode ended (only without autoreset)."""
+        return self._done.copy()
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         """``actions`` as int64 ``[N, A]``, or a one-line MemarlError naming what is wrong."""

@@ -754,21 +754,6 @@ class GridEngine(EpisodeEnds):
         row, col = self._rc(self._tcell)
         return np.stack([row, col], axis=-1) - self.radius
 
-    @property
-    def elapsed_steps(self) -> np.ndarray:
-        """``[N]`` steps taken in the current episode."""
-        return self._t.copy()
-
-    @property
-    def max_episode_steps(self) -> np.ndarray:
-        """``[N]`` time limit of each env's current episode."""
-        return self._max_steps.copy()
-
-    @property
-    def done(self) -> np.ndarray:
-        """``[N]`` envs frozen after their episode ended (only without autoreset)."""
-        return self._done.copy()
-
     def obstacles(self, i: int = 0) -> np.ndarray:
         """``[H, W]`` bool obstacles of env ``i``'s current map."""
         return self._grids[i].obstacles.copy()

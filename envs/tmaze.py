@@ -604,21 +604,6 @@ class TMazeEnv(EpisodeEnds):
         """``[N]`` corridor length of each env's current episode."""
         return self._length.copy()
 
-    @property
-    def elapsed_steps(self) -> np.ndarray:
-        """``[N]`` steps taken in the current episode."""
-        return self._t.copy()
-
-    @property
-    def max_episode_steps(self) -> np.ndarray:
-        """``[N]`` time limit of each env's current episode."""
-        return self._max_steps.copy()
-
-    @property
-    def done(self) -> np.ndarray:
-        """``[N]`` envs frozen after their episode ended."""
-        return self._done.copy()
-
     def shortest_path_actions(self) -> np.ndarray:
         """``int64 [N, A]``: each agent's move along the shortest path to the *cued* goal (an
         oracle that knows the cue; the scripted ``greedy`` baseline plays it)."""
