@@ -64,11 +64,15 @@ class ThreadShare:
     def __init__(self, requested: int):
         self.requested = requested
         self.threads = 0
+        self._caller_threads = 0
         self._entry = None
         self._entry_path: Path | None = None
         self._last_count = 0.0
 
     def __enter__(self) -> "ThreadShare":
+        import torch
+
+        self._caller_threads = torch.get_num_threads()
         if self.requested == 0:
             folder = registry_dir()
             try:
@@ -115,4 +119,7 @@ class ThreadShare:
             self._entry_path = None
 
     def __exit__(self, *exc) -> None:
+        import torch
+
         self._close()
+        torch.set_num_threads(self._caller_threads)  # the caller's process is left as it was

@@ -352,9 +352,17 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                                  cfg.agent_options, cfg.rollout_len, cfg.ppo.num_minibatches),
         hint="lower --num-envs, --rollout-len or the model size, or raise --num-minibatches")
     env = build_env(cfg)
-    # the initial weights depend on the seed and the agent config only, not on what ran before
+    # the initial weights depend on the seed, the agent config and an explicit thread count
+    # only, not on what ran before in this process (the thread count changes the rounding of
+    # the orthogonal initialisation, and a run's outcome with it)
     torch.manual_seed(cfg.seed)
-    policy = build_policy(cfg.agent, env, cfg.agent_options).to(device)
+    caller_threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        policy = build_policy(cfg.agent, env, cfg.agent_options).to(device)
+    finally:
+        torch.set_num_threads(caller_threads)
 
     run_dir = Path(cfg.run_dir)
     checkpoint_dir = run_dir / "checkpoints"
