@@ -14,7 +14,6 @@ from memarl.envs.base import PinnedEpisode
 from memarl.envs.tmaze import (
     RATE_EVAL_STEPS,
     RATE_TRAIN_STEPS,
-    TMazeConfig,
     TMazeEnv,
     TMazeGymEnv,
     episode_cue,
