@@ -75,8 +75,15 @@ class EpisodeEnds:
 
     The env provides ``num_envs``, ``num_agents``, ``num_actions``, ``alive``, ``_done`` ``[N]``,
     ``_t`` and ``_max_steps`` ``[N]`` (steps taken and time limit of each env's episode),
-    ``_episode_metrics(i) -> dict`` and ``_reset_env(i)``.
+    ``_needs_reset`` (no episode started yet), ``_observe()``, ``_episode_metrics(i) -> dict``
+    and ``_reset_env(i)``.
     """
+
+    def observe(self) -> np.ndarray:
+        """The current observations (what the last reset, step or start_episodes returned)."""
+        if self._needs_reset:
+            raise MemarlError("the env has no episode yet: call reset() or start_episodes() first")
+        return self._observe()
 
     @property
     def elapsed_steps(self) -> np.ndarray:

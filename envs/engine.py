@@ -211,12 +211,6 @@ class GridEngine(EpisodeEnds):
         self._needs_reset = False
         return self._observe()
 
-    def observe(self) -> np.ndarray:
-        """The current observations ``[N, A, C, H, W]`` (what the last reset or step returned)."""
-        if self._needs_reset:
-            raise MemarlError("the env has no episode yet: call reset() or start_episodes() first")
-        return self._observe()
-
     def _start_pinned(self, i: int, episode: PinnedEpisode) -> None:
         raise MemarlError(f"{type(self).__name__} cannot play pinned episodes")
 

@@ -458,12 +458,6 @@ class TMazeEnv(EpisodeEnds):
         self._needs_reset = False
         return self._observe()
 
-    def observe(self) -> np.ndarray:
-        """The current observations ``[N, A, D]`` (what the last reset or step returned)."""
-        if self._needs_reset:
-            raise MemarlError("the env has no episode yet: call reset() or start_episodes() first")
-        return self._observe()
-
     # ---------------------------------------------------------------- observations
 
     def _observe(self) -> np.ndarray:
