@@ -1,4 +1,4 @@
-"""The ``memarl`` command: train, eval, render, list, suites, bench.
+"""The ``memarl`` command: train, eval, report, render, list, suites, bench.
 
 Every option's help text is the docstring written under the matching config field. Bad input
 prints one line ``memarl: error: ...`` and exits with code 2; nothing existing is overwritten.
@@ -118,6 +118,8 @@ def _given(args: argparse.Namespace, cls: type, skip: tuple = ()) -> dict:
 
 TRAIN_SKIP = ("env_options", "agent_options", "ppo")
 """TrainConfig fields that are not options of their own (--env-opt, --agent-opt, PPO options)"""
+REPORT_SKIP = ("entries", "notes")
+"""ReportConfig fields given as the positional entries and the repeatable --note"""
 POSITIONAL = {"eval": ("run",), "render": ("run",), "bench env": ("env",)}
 """config fields that are positional arguments, per command"""
 
@@ -130,10 +132,12 @@ def command_configs() -> dict[str, list[tuple[type, tuple[str, ...]]]]:
     from memarl.eval.bench import BenchEnvConfig
     from memarl.eval.evaluate import EvalConfig
     from memarl.eval.render import RenderConfig
+    from memarl.eval.report import ReportConfig
     from memarl.train.ppo import PPOConfig
     from memarl.train.trainer import TrainConfig
     return {"train": [(TrainConfig, TRAIN_SKIP), (PPOConfig, ())], "eval": [(EvalConfig, ())],
-            "render": [(RenderConfig, ())], "bench env": [(BenchEnvConfig, ())]}
+            "render": [(RenderConfig, ())], "bench env": [(BenchEnvConfig, ())],
+            "report": [(ReportConfig, REPORT_SKIP)]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "episode, a Markdown and a JSON summary and a PNG plot. Re-running "
                                    "continues an interrupted evaluation.")
     _add_dataclass_options(evaluate, configs["eval"][0][0], positional=POSITIONAL["eval"])
+
+    report = commands.add_parser("report", help="several evaluations of one suite as one table and plot",
+                                 description="Put the evaluations of one suite (memarl eval) side by "
+                                 "side: OUT.md with every metric per entry, OUT.json, and OUT.png "
+                                 "with one line per entry.")
+    report.add_argument("entries", nargs="+", metavar="LABEL=PATH",
+                        help="an evaluation folder or a run directory (then its eval/SUITE), "
+                             "under the label it gets in the table and the plot")
+    _add_dataclass_options(report, configs["report"][0][0], skip=REPORT_SKIP)
+    report.add_argument("--note", action="append", dest="notes", default=None,
+                        help="a line under the title, e.g. how the runs were trained (repeatable)")
 
     render = commands.add_parser("render", help="write a GIF and an MP4 of one episode")
     _add_dataclass_options(render, configs["render"][0][0], positional=POSITIONAL["render"])
@@ -307,6 +322,14 @@ def _eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from memarl.eval.report import ReportConfig, write_report
+    cfg = ReportConfig(**_given(args, ReportConfig, skip=REPORT_SKIP), entries=tuple(args.entries),
+                       notes=tuple(args.notes or ()))
+    for path in write_report(cfg):
+        print(f"wrote {path}")
+
+
 def _render(args: argparse.Namespace) -> None:
     from memarl.eval.render import RenderConfig, render_run
     cfg = RenderConfig(**_given(args, RenderConfig))
@@ -344,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "render":
             _render(args)
+        elif args.command == "report":
+            _report(args)
     except CheckpointWriteFailed as error:  # the disk, not the input; the message says what is lost
         print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1

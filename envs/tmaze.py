@@ -80,6 +80,9 @@ class TMazeConfig:
     corridor_length: Annotated[int, Range(1, MAX_CORRIDOR_LENGTH)] = 10
     """corridor length L (rate, ni_passive, relay: cells x = 0..L, junction x = L; agalite:
     positions 0..L-1, junction L-1, L <= 256); an evaluation suite sets it per episode"""
+    corridor_lengths: Annotated[tuple[int, ...] | None, Range(1, MAX_CORRIDOR_LENGTH)] = None
+    """training over several lengths (a curriculum for long corridors): each drawn episode's L is
+    one of these, equally likely, and its time limit follows it; None = corridor_length only"""
     max_episode_steps: Annotated[int | None, Range(1, 10_000_000)] = None
     """time limit; None = the preset's horizon (rate, relay: L + 2; ni_passive: L + 1; agalite: 1000)"""
     seed: Annotated[int | None, Range(0, 2**32 - 1)] = None
@@ -90,6 +93,12 @@ class TMazeConfig:
     def __post_init__(self) -> None:
         validate_fields(self, label=lambda name: f"env option {name}")
         check_length(self.preset, self.corridor_length, "env option corridor_length")
+        if self.corridor_lengths is not None:
+            if not self.corridor_lengths:
+                raise MemarlError("env option corridor_lengths must hold at least one length")
+            lengths = tuple(check_length(self.preset, L, "env option corridor_lengths")
+                            for L in self.corridor_lengths)
+            object.__setattr__(self, "corridor_lengths", lengths)
 
     @property
     def num_agents(self) -> int:
@@ -111,6 +120,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _STREAM_SALT = np.uint64(0x7D3A2F1C5B4E6A98)
 _CUE_SALT = np.uint64(0xC3A5C85C97CB3127)
 _STEP_SALT = np.uint64(0x2545F4914F6CDD1D)
+_LENGTH_SALT = np.uint64(0x5851F42D4C957F2D)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -137,6 +147,13 @@ def episode_cues(keys: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         top = _mix64(np.asarray(keys, dtype=np.uint64) ^ _CUE_SALT) >> np.uint64(63)
     return np.where(top == 1, 1, -1).astype(np.int64)
+
+
+def episode_length_choices(keys: np.ndarray, num_choices: int) -> np.ndarray:
+    """Which of ``num_choices`` corridor lengths ``int64 [K]`` each episode key plays."""
+    with np.errstate(over="ignore"):
+        bits = _mix64(np.asarray(keys, dtype=np.uint64) ^ _LENGTH_SALT) >> np.uint64(32)
+    return (bits * np.uint64(num_choices) >> np.uint64(32)).astype(np.int64)
 
 
 def episode_cue(seed: int) -> int:
@@ -255,7 +272,8 @@ class TMazeEnv(EpisodeEnds):
 
     Starting State
         Every agent at the start of its corridor (x = 0, y = 0), the cue drawn for the episode.
-        Unpinned episodes play ``corridor_length`` with the config's time limit; env ``n``'s
+        Unpinned episodes play ``corridor_length`` (or one of ``corridor_lengths``, drawn per
+        episode) with the config's time limit; env ``n``'s
         episodes come from random stream ``seed + n`` (episode 0, 1, ... of it), so they depend
         only on the seed and on how many episodes env ``n`` played. ``reset(options=...)`` and
         :meth:`start_episodes` play given episodes instead (corridor length, seed, time limit).
@@ -362,12 +380,18 @@ class TMazeEnv(EpisodeEnds):
         self._started[ids] = True
 
     def _begin_drawn(self, ids: np.ndarray) -> None:
-        """Envs ``ids`` start the next episode of their streams (the config's corridor)."""
-        length = self.config.corridor_length
+        """Envs ``ids`` start the next episode of their streams (the config's corridor, or one
+        of its ``corridor_lengths``)."""
         keys = episode_keys(self._stream[ids], self._count[ids])
         self._count[ids] += np.uint64(1)
         k = len(ids)
-        self._begin(ids, np.full(k, length), np.full(k, self.config.episode_steps(length)), keys, np.full(k, -1))
+        if self.config.corridor_lengths is None:
+            lengths = np.full(k, self.config.corridor_length, dtype=np.int64)
+        else:
+            choices = np.asarray(self.config.corridor_lengths, dtype=np.int64)
+            lengths = choices[episode_length_choices(keys, len(choices))]
+        steps = np.array([self.config.episode_steps(int(L)) for L in lengths], dtype=np.int64)
+        self._begin(ids, lengths, steps, keys, np.full(k, -1))
 
     def _begin_given(self, ids: Sequence[int], lengths: Sequence[Any], seeds: Sequence[Any],
                      max_steps: Sequence[Any]) -> None:

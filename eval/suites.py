@@ -142,11 +142,12 @@ def _fail(where: str, message: str) -> MemarlError:
 
 
 def env_map_family(config_fields: set[str]) -> str:
-    """The map family an env plays, from its config's fields: ``bottleneck`` (it draws from
-    ``corridor_lengths``), ``tmaze`` (one ``corridor_length``), else ``grid``."""
-    if "corridor_lengths" in config_fields:
-        return "bottleneck"
-    return "tmaze" if "corridor_length" in config_fields else "grid"
+    """The map family an env plays, from its config's fields: ``tmaze`` (a ``corridor_length``,
+    and maybe ``corridor_lengths`` to train on), ``bottleneck`` (only ``corridor_lengths``, its
+    training maps), else ``grid``."""
+    if "corridor_length" in config_fields:
+        return "tmaze"
+    return "bottleneck" if "corridor_lengths" in config_fields else "grid"
 
 
 def _int_list(where: str, key: str, value: Any, low: int, high: int) -> tuple[int, ...]:

@@ -10,7 +10,8 @@ only the option knows what a bad name or path is.
 
 Placeholders in values: ``{file}`` an existing file, ``{missing}`` a path that does not exist,
 ``{run}`` a trained run directory, ``{eval_out}`` a folder holding earlier eval results,
-``{gif}`` an existing GIF; they are filled in by the test's workspace.
+``{gif}`` an existing GIF, ``{summary}`` an evaluation folder, ``{report_old}`` an earlier
+report (OUT without suffix); they are filled in by the test's workspace.
 """
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ STRING_VALUES: dict[str, tuple[str, ...]] = {
                    "{run}"),
     "render map_name": ("nope", "random-.+"),
     "render checkpoint": ("newest", "{missing}.pt", "{file}"),
+    # report
+    "report suite": ("nope", ""),
+    "report out": ("", "{file}/sub", "{report_old}"),
+    "report metric": ("nope", ""),
+    "report title": ("", "  "),
     # bench env
     "bench env env": ("nope", "pogema-mapf", ""),
     "bench env out": ("{file}", "{file}/sub"),

@@ -230,3 +230,27 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
     assert process.returncode == 130, err
     assert "--resume" in err
     assert list((run_dir / "checkpoints").glob("ckpt_*.pt"))
+
+
+def test_resume_keeps_the_return_statistics(tmp_path, capsys):
+    """normalize_returns: the running statistics travel in every checkpoint and a resumed run
+    merges into them instead of starting over (its value head speaks their units)."""
+    from memarl.train.checkpoint import load_checkpoint, resolve_checkpoint
+    run_dir = tmp_path / "rn"
+    assert main(["train", "--agent", "gru", "--total-steps", "64", "--run-dir", str(run_dir),
+                 "--normalize-returns", *TINY]) == 0
+    first = load_checkpoint(resolve_checkpoint(run_dir, "latest"))["return_normalizer"]
+    assert first["count"] == 64 and first["var"] > 0   # every sample alive: 4 envs x 2 x 4 x 2 updates
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--total-steps", "128",
+                            "--print-every-s", "1000"], capsys)
+    assert code == 0, err
+    resumed = load_checkpoint(resolve_checkpoint(run_dir, "latest"))["return_normalizer"]
+    assert resumed["count"] == 128
+    # a checkpoint without them cannot continue such a run
+    path = resolve_checkpoint(run_dir, "latest")
+    payload = load_checkpoint(path)
+    del payload["return_normalizer"]
+    torch.save(payload, path)
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--total-steps", "192",
+                            "--print-every-s", "1000"], capsys)
+    assert_one_line_error(code, err, "lacks the return statistics")

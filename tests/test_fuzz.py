@@ -48,6 +48,7 @@ BASE_ARGS = {
              "--max-corridor-length", "3", "--out", "{new}/eval"],
     "render": ["render", "{run}", "--out", "{new}/ep.gif", "--corridor-length", "3",
                "--max-steps", "5"],
+    "report": ["report", "a={summary}", "--out", "{new}/report"],
     "bench env": ["bench", "env", "bottleneck", "--seconds", "0.01", "--num-envs", "2"],
 }
 """a valid command line per command; each case changes one option of it"""
@@ -68,8 +69,14 @@ def workspace(tmp_path_factory):
     (root / "eval_out").mkdir()
     (root / "eval_out" / "episodes.csv").write_text("earlier,results\n")
     (root / "ep.gif").write_bytes(b"GIF89a earlier render")
+    (root / "summary").mkdir()
+    (root / "summary" / "summary.json").write_text(json.dumps(
+        {"suite": "tmaze-rate", "axis": "corridor_length", "metrics": ["success"], "bands": [],
+         "groups": [{"corridor_length": 7, "episodes": 2, "success": 0.5, "success_ci95": 0.98}]}))
+    (root / "report_old.md").write_text("an earlier report\n")
     names = {"run": run, "file": root / "file.txt", "missing": root / "missing",
-             "eval_out": root / "eval_out", "gif": root / "ep.gif", "new": root / "new"}
+             "eval_out": root / "eval_out", "gif": root / "ep.gif", "new": root / "new",
+             "summary": root / "summary", "report_old": root / "report_old"}
     return root, {key: str(path) for key, path in names.items()}
 
 
@@ -183,7 +190,7 @@ def _argv(option: fuzz.Option, value: str, names: dict[str, str]) -> list[str]:
 
 def test_options_are_discovered(capsys):
     """Every option in each command's --help is known to the harness and has bad values."""
-    known_extra = {"--help", "--env-opt", "--agent-opt", "--resume"}
+    known_extra = {"--help", "--env-opt", "--agent-opt", "--resume", "--note"}
     for command in BASE_ARGS:
         assert main([*command.split(), "--help"]) == 0
         shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", capsys.readouterr().out))

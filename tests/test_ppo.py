@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from memarl.train.ppo import PPOConfig, adapt_learning_rate, compute_gae, ppo_loss
+from memarl.errors import MemarlError
+from memarl.train.ppo import (PPOConfig, ReturnNormalizer, adapt_learning_rate, compute_gae,
+                               normalize, ppo_loss, ppo_update)
 
 
 def gae_plain_loop(rewards, values, dones, next_value, gamma, lam):
@@ -49,7 +51,7 @@ def test_gae_done_cuts_bootstrap():
 
 def test_ppo_loss_hand_computed():
     cfg = PPOConfig(clip_coef=0.2, value_clip=0.0, ent_coef=0.1, vf_coef=0.5,
-                    normalize_advantages=False)
+                    advantage_normalization="off")
     # one step, one env, three agents; the third is not alive and must not count
     logits = torch.tensor([[[[0.0, math.log(3.0)], [0.0, 0.0], [5.0, -5.0]]]])  # [1, 1, 3, 2]
     actions = torch.tensor([[[1, 0, 1]]])
@@ -78,7 +80,7 @@ def test_ppo_loss_hand_computed():
 
 
 def test_value_clip_limits_value_change():
-    cfg = PPOConfig(value_clip=0.5, ent_coef=0.0, normalize_advantages=False)
+    cfg = PPOConfig(value_clip=0.5, ent_coef=0.0, advantage_normalization="off")
     logits = torch.zeros(1, 1, 1, 2)
     args = dict(actions=torch.zeros(1, 1, 1, dtype=torch.long),
                 old_logprobs=torch.full((1, 1, 1), math.log(0.5)),
@@ -99,3 +101,85 @@ def test_adaptive_kl_moves_learning_rate_within_bounds():
     for _ in range(20):
         adapt_learning_rate(optimizer, kl=0.0, cfg=cfg)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_normalize_centres_and_scales_over_alive_samples():
+    advantages = torch.tensor([[[1.0, 3.0, 1000.0]]])
+    mask = torch.tensor([[[True, True, False]]])
+    out = normalize(advantages, mask, std_floor=0.0)
+    assert out[0, 0, :2].tolist() == pytest.approx([-1.0, 1.0], abs=1e-6)
+
+
+def test_normalize_floor_keeps_noise_small():
+    # advantages of a batch without reward: value noise of size 0.01; a floor of 0.1 leaves it
+    # at a tenth of unit size instead of blowing it up to unit size
+    noise = torch.tensor([[[0.01, -0.01]]])
+    mask = torch.ones(1, 1, 2, dtype=torch.bool)
+    assert normalize(noise, mask, 0.0).abs().max().item() == pytest.approx(1.0, rel=1e-5)
+    assert normalize(noise, mask, 0.1).abs().max().item() == pytest.approx(0.1, rel=1e-5)
+    # above the floor the floor does nothing
+    signal = torch.tensor([[[2.0, -2.0]]])
+    assert normalize(signal, mask, 0.1).abs().max().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_advantage_options_reject_bad_values():
+    with pytest.raises(MemarlError, match="advantage"):
+        PPOConfig(advantage_std_floor=-1.0).validate()
+
+
+def test_return_normalizer_merges_batches_exactly():
+    rng = np.random.default_rng(3)
+    batches = [torch.tensor(rng.normal(loc=5.0, scale=s, size=n)) for s, n in ((0.1, 7), (2.0, 50), (1.0, 1))]
+    normalizer = ReturnNormalizer()
+    for batch in batches:
+        normalizer.update(batch)
+    everything = torch.cat(batches)
+    assert normalizer.mean == pytest.approx(float(everything.mean()), rel=1e-12)
+    assert normalizer.var == pytest.approx(float(everything.var(unbiased=False)), rel=1e-10)
+    assert normalizer.count == len(everything)
+    x = torch.tensor([1.0, -3.0])
+    torch.testing.assert_close(normalizer.denormalize(normalizer.normalize(x)), x)
+
+
+def _segment_and_policy(reward_scale: float):
+    """A Bottleneck segment with rewards times ``reward_scale`` and a policy to update."""
+    import memarl
+    from memarl.train.rollout import RolloutCollector
+    from memarl.train.trainer import build_policy
+    torch.manual_seed(0)
+    env = memarl.make("bottleneck", num_envs=4, reward="sparse", seed=0)
+    policy = build_policy("gru", env, {})
+    segment, next_value = RolloutCollector(env, policy, rollout_len=6, device=torch.device("cpu"),
+                                           seed=0).collect(policy_version=0)
+    segment.rewards = segment.rewards + 0.3 * torch.rand(segment.rewards.shape)
+    segment.rewards = segment.rewards * reward_scale
+    return policy, segment, next_value
+
+
+def test_normalized_returns_make_the_update_independent_of_the_reward_scale():
+    """The fix of the Sparse-reward collapse: with returns normalised (and advantages too) the
+    value loss weighs the same against the policy loss whatever the reward scale, so an update
+    on rewards x1000 equals the update on the rewards themselves."""
+    updated = []
+    for scale in (1.0, 1000.0):
+        policy, segment, next_value = _segment_and_policy(scale)
+        normalizer = ReturnNormalizer()
+        normalizer.load_state_dict({"mean": 0.2 * scale, "var": 0.5 * scale ** 2, "count": 1e4})
+        cfg = PPOConfig(normalize_returns=True, lr_schedule="constant", num_minibatches=2)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3, eps=1e-6)
+        stats = ppo_update(policy, optimizer, segment, next_value, cfg,
+                           np.random.default_rng(0), normalizer)
+        updated.append((torch.nn.utils.parameters_to_vector(policy.parameters()).detach(), stats))
+    (params_1, stats_1), (params_1000, stats_1000) = updated
+    torch.testing.assert_close(params_1, params_1000, rtol=0, atol=1e-5)
+    assert stats_1000["return_std"] == pytest.approx(1000 * stats_1["return_std"], rel=1e-3)
+    # without the normaliser the same two updates differ: the value loss swamps the rest
+    moved = []
+    for scale in (1.0, 1000.0):
+        policy, segment, next_value = _segment_and_policy(scale)
+        before = torch.nn.utils.parameters_to_vector(policy.parameters()).detach().clone()
+        optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3, eps=1e-6)
+        ppo_update(policy, optimizer, segment, next_value,
+                   PPOConfig(lr_schedule="constant", num_minibatches=2), np.random.default_rng(0))
+        moved.append(torch.nn.utils.parameters_to_vector(policy.parameters()).detach() - before)
+    assert (moved[0] - moved[1]).abs().max() > 1e-4

@@ -409,6 +409,9 @@ def test_spaces_registry_and_cli_listing(capsys):
     ({"corridor_length": 0}, "env option corridor_length"),
     ({"preset": "agalite", "corridor_length": 257}, "at most 256 for preset agalite"),
     ({"max_episode_steps": 0}, "env option max_episode_steps"),
+    ({"corridor_lengths": ()}, "corridor_lengths must hold at least one"),
+    ({"corridor_lengths": (5, 0)}, "env option corridor_lengths"),
+    ({"preset": "agalite", "corridor_lengths": (10, 300)}, "at most 256 for preset agalite"),
     ({"num_envs": 0}, "env option num_envs"),
     ({"seed": -1}, "env option seed"),
     ({"cue": 1}, "unknown tmaze option"),
@@ -417,6 +420,30 @@ def test_bad_config(kwargs, word):
     with pytest.raises(MemarlError, match=word) as error:
         TMazeEnv(**kwargs)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("preset", ["rate", "ni_passive", "relay"])
+def test_corridor_lengths_are_drawn_per_episode(preset):
+    """A curriculum over lengths: every length is played, about equally often, each episode with
+    its own horizon; the cue stays balanced and independent of the length."""
+    lengths = (3, 10, 40)
+    env = TMazeEnv(num_envs=300, preset=preset, corridor_lengths=lengths, seed=5)
+    env.reset()
+    seen = np.asarray(env.corridor_lengths)
+    counts = {L: int((seen == L).sum()) for L in lengths}
+    assert set(counts) == set(lengths) and min(counts.values()) > 70, counts
+    # each env plays its corridor to its own horizon: the oracle reaches every junction in time
+    ends = {}
+    for t in range(max(lengths) + 2):
+        obs, rewards, terminated, truncated, info = env.step(np.zeros((300, env.num_agents), dtype=np.int64))
+        for n in np.flatnonzero((terminated | truncated).any(axis=1)):
+            ends.setdefault(int(n), t + 1)
+    for n, steps in ends.items():
+        assert steps == (seen[n] + 1 if preset == "ni_passive" else seen[n] + 2)
+    assert len(ends) == 300
+    fixed = TMazeEnv(num_envs=4, preset=preset, corridor_length=7, seed=5)
+    fixed.reset()
+    assert list(fixed.corridor_lengths) == [7] * 4
 
 
 def test_bad_step_and_reset_input():

@@ -64,7 +64,7 @@ def test_memory_agent_solves_rate_tmaze_where_memoryless_guesses(tmp_path):
 
 
 def test_shared_memory_solves_relay_where_private_memory_guesses(tmp_path):
-    ppo = PPOConfig(normalize_advantages=False, max_learning_rate=3e-4)
+    ppo = PPOConfig(advantage_normalization="off", max_learning_rate=3e-4)
     scores = {share: success(train_tmaze("gru", "relay", 1, 800_000, tmp_path / f"share-{share}",
                                          ppo, "best", share_memory=share), RELAY_SUITE)
               for share in (True, False)}

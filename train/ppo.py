@@ -51,8 +51,14 @@ class PPOConfig:
     """passes over each rollout"""
     num_minibatches: Annotated[int, Range(1, 1_000_000)] = 4
     """minibatches per epoch; each holds whole env groups (all agents of an env, all T steps)"""
-    normalize_advantages: bool = True
-    """normalise advantages per minibatch over alive samples"""
+    advantage_normalization: Literal["minibatch", "rollout", "off"] = "minibatch"
+    """centre and scale the advantages over the alive samples of each minibatch, of the whole rollout, or not at all"""
+    advantage_std_floor: Annotated[float, Range(0, 1e6)] = 0.0
+    """the scale divides by max(std, this floor), so a batch whose advantages are only value noise (no reward in it) is not blown up to unit size; in reward units"""
+    normalize_returns: bool = False
+    """the value head learns returns in units of their running mean and std (sample-factory's
+    normalize_returns): with small, rare returns (Sparse rewards) the value loss is otherwise too
+    small, next to the unit-size policy loss, to shape the memory they share"""
     value_bootstrap: bool = True
     """on truncation (time limit) add gamma * V(s) to the reward instead of treating it as a terminal state"""
 
@@ -62,6 +68,47 @@ class PPOConfig:
         if self.min_learning_rate > self.max_learning_rate:
             raise MemarlError(f"--min-learning-rate ({self.min_learning_rate:g}) must not exceed "
                               f"--max-learning-rate ({self.max_learning_rate:g})")
+
+
+class ReturnNormalizer:
+    """Running mean and variance of the returns, merged batch by batch (Chan et al.'s parallel
+    rule); the value head predicts ``(return - mean) / std``."""
+
+    def __init__(self, var_floor: float = 1e-5) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
+        self.var_floor = var_floor
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.var + self.var_floor))
+
+    def update(self, returns: torch.Tensor) -> None:
+        """Merge a batch of returns ``[M]`` (float64 arithmetic)."""
+        batch = returns.detach().double()
+        n = float(batch.numel())
+        if n == 0:
+            return
+        batch_mean, batch_var = float(batch.mean()), float(batch.var(unbiased=False))
+        if self.count == 0:
+            self.mean, self.var, self.count = batch_mean, batch_var, n
+            return
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = (float(state[k]) for k in ("mean", "var", "count"))
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor,
@@ -93,6 +140,18 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return masked_mean((x - masked_mean(x, mask)) ** 2, mask).sqrt()
+
+
+def normalize(advantages: torch.Tensor, mask: torch.Tensor, std_floor: float) -> torch.Tensor:
+    """Centre over the alive samples and divide by ``max(std, std_floor)`` (+1e-8)."""
+    mask = mask.float()
+    mean = masked_mean(advantages, mask)
+    std = masked_std(advantages, mask)
+    return (advantages - mean) / (std.clamp_min(std_floor) + 1e-8)
+
+
 def ppo_loss(new_logits: torch.Tensor, new_values: torch.Tensor, actions: torch.Tensor,
              old_logprobs: torch.Tensor, old_values: torch.Tensor, advantages: torch.Tensor,
              returns: torch.Tensor, mask: torch.Tensor, cfg: PPOConfig
@@ -107,10 +166,8 @@ def ppo_loss(new_logits: torch.Tensor, new_values: torch.Tensor, actions: torch.
     log_ratio = new_logprobs - old_logprobs
     ratio = log_ratio.exp()
 
-    if cfg.normalize_advantages:
-        mean = masked_mean(advantages, mask)
-        std = masked_mean((advantages - mean) ** 2, mask).sqrt()
-        advantages = (advantages - mean) / (std + 1e-8)
+    if cfg.advantage_normalization == "minibatch":
+        advantages = normalize(advantages, mask, cfg.advantage_std_floor)
 
     policy_loss = masked_mean(torch.max(-advantages * ratio,
                                         -advantages * ratio.clamp(1 - cfg.clip_coef,
@@ -144,22 +201,38 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Segment,
-               next_value: torch.Tensor, cfg: PPOConfig, generator: np.random.Generator
-               ) -> dict[str, float]:
+               next_value: torch.Tensor, cfg: PPOConfig, generator: np.random.Generator,
+               return_normalizer: ReturnNormalizer | None = None) -> dict[str, float]:
     """Advantages of one segment, then ``update_epochs`` passes of minibatched PPO.
+
+    With ``return_normalizer`` (``cfg.normalize_returns``) the policy's values are in its units:
+    they are denormalised for the advantages, the returns update its statistics, and the value
+    head is trained on the returns normalised by the updated statistics.
 
     Returns the mean diagnostics of the last epoch plus ``explained_variance`` and
     ``learning_rate``.
     """
     # ---- advantages ---------------------------------------------------------------------------
+    values = segment.values                                                    # [T, N, A]
+    if return_normalizer is not None:
+        values = return_normalizer.denormalize(values)
+        next_value = return_normalizer.denormalize(next_value)
     rewards = segment.rewards
     if cfg.value_bootstrap:
         # a time limit is not a terminal state: the reward stands in for the missing future
         time_limit = segment.truncated & ~segment.terminated
-        rewards = rewards + cfg.gamma * segment.values * time_limit.float()
+        rewards = rewards + cfg.gamma * values * time_limit.float()
     dones = segment.terminated | segment.truncated
-    advantages, returns = compute_gae(rewards, segment.values, dones, next_value,
+    advantages, returns = compute_gae(rewards, values, dones, next_value,
                                       cfg.gamma, cfg.gae_lambda)
+    value_targets, old_values = returns, segment.values                        # [T, N, A]
+    if return_normalizer is not None:
+        return_normalizer.update(returns[segment.alive])
+        value_targets = return_normalizer.normalize(returns)
+        old_values = return_normalizer.normalize(values)  # the rollout's values in the new units
+    advantage_std = float(masked_std(advantages, segment.alive.float()))
+    if cfg.advantage_normalization == "rollout":
+        advantages = normalize(advantages, segment.alive, cfg.advantage_std_floor)
 
     # ---- epochs over minibatches of whole env groups ------------------------------------------
     num_envs = segment.obs.shape[1]
@@ -173,10 +246,10 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
         for env_ids in np.array_split(generator.permutation(num_envs), num_minibatches):
             idx = torch.as_tensor(env_ids, device=segment.obs.device)
             mb = segment.select_envs(idx)
-            logits, values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive,
-                                             mb.positions)
-            loss, stats = ppo_loss(logits, values, mb.actions, mb.logprobs, mb.values,
-                                   advantages[:, idx], returns[:, idx], mb.alive, cfg)
+            logits, new_values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive,
+                                                 mb.positions)
+            loss, stats = ppo_loss(logits, new_values, mb.actions, mb.logprobs, old_values[:, idx],
+                                   advantages[:, idx], value_targets[:, idx], mb.alive, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats["grad_norm"] = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
@@ -187,7 +260,10 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
                 epoch_stats.setdefault(key, []).append(float(value))
 
     result = {key: float(np.mean(v)) for key, v in epoch_stats.items()}
-    result["explained_variance"] = explained_variance(segment.values, returns, segment.alive)
+    result["explained_variance"] = explained_variance(values, returns, segment.alive)
+    result["advantage_std"] = advantage_std
+    if return_normalizer is not None:
+        result["return_mean"], result["return_std"] = return_normalizer.mean, return_normalizer.std
     result["learning_rate"] = optimizer.param_groups[0]["lr"]
     return result
 

@@ -31,7 +31,7 @@ from memarl.train.checkpoint import (BEST_NAME, BROKEN_SUFFIX, CHECKPOINT_FORMAT
                                      env_config_fields, load_error_summary, move_aside,
                                      newest_resumable_checkpoint, save_checkpoint, warn)
 from memarl.train.logger import RunLogger
-from memarl.train.ppo import PPOConfig, ppo_update
+from memarl.train.ppo import PPOConfig, ReturnNormalizer, ppo_update
 from memarl.train.rollout import RolloutCollector
 from memarl.train.threads import ThreadShare
 from memarl.train.run_dir import RunDirLock, check_resumable, create_run_dir, open_run_dir
@@ -373,10 +373,16 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     try:
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-6)
         update, agent_steps, best_score = 0, 0, -1.0
+        return_normalizer = ReturnNormalizer() if cfg.ppo.normalize_returns else None
         generator = np.random.default_rng(cfg.seed)
         resumed = newest_resumable_checkpoint(checkpoint_dir) if resume else None
         if resumed is not None and resumed.payload is not None:
             restore_from_checkpoint(resumed.path, resumed.payload, cfg, env, policy, optimizer)
+            if return_normalizer is not None:
+                if "return_normalizer" not in resumed.payload:
+                    raise MemarlError(f"cannot resume: {resumed.path} lacks the return statistics "
+                                      f"that normalize_returns needs")
+                return_normalizer.load_state_dict(resumed.payload["return_normalizer"])
             update, agent_steps = resumed.payload["update"], resumed.payload["agent_steps"]
             if cfg.total_steps <= agent_steps:
                 raise MemarlError(f"run {run_dir} is already at {agent_steps:,} agent-steps "
@@ -428,6 +434,8 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                 "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
                 "update": update, "agent_steps": agent_steps, "best_score": best_score,
                 "config": config_to_dict(cfg),
+                **({} if return_normalizer is None
+                   else {"return_normalizer": return_normalizer.state_dict()}),
             }
 
         def write_checkpoint(final: bool) -> None:
@@ -475,7 +483,8 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                 segment, next_value = collector.collect(policy_version=update)
                 t1 = time.time()
                 policy.train()
-                stats = ppo_update(policy, optimizer, segment, next_value, cfg.ppo, generator)
+                stats = ppo_update(policy, optimizer, segment, next_value, cfg.ppo, generator,
+                                   return_normalizer)
                 t2 = time.time()
                 lag = update - segment.policy_version
                 update += 1
