@@ -4,8 +4,8 @@ Each entry is ``LABEL=PATH``; PATH is an evaluation folder (``memarl eval --out`
 ``summary.json``) or a run directory, whose ``eval/SUITE`` folder is then read. The report is
 built from the summaries ``memarl eval`` wrote, so it re-plays nothing and costs nothing.
 
-Writes ``OUT.md`` (a table of every metric over the whole suite and its bands per entry, then
-one metric at each axis value when the suite has few of them), ``OUT.json`` and ``OUT.png``
+Writes ``OUT.md`` (per entry: the metric over the whole suite and over each band, the other
+metrics over the whole suite; then the metric at each axis value when the suite has few of them), ``OUT.json`` and ``OUT.png``
 (that metric against the suite's axis, one line per entry with its 95% CI band, and T-Maze's
 0.5 chance line).
 """
@@ -129,16 +129,17 @@ def report_markdown(report: dict) -> str:
     lines = [f"# {report['title']}", ""] + [f"- {n}" for n in report["notes"]]
     lines.append(f"- suite `{report['suite']}`; built by `memarl report` from each entry's "
                  f"`summary.json`")
-    band_names = [b["band"] for b in entries[0]["bands"]]
-    header = ["all"] + band_names
-    lines += ["", "| entry | " + " | ".join(f"{m} {h}" for m in metrics for h in header) + " |",
-              "|---|" + "---|" * (len(metrics) * len(header))]
+    total = sum(g["episodes"] for g in entries[0]["groups"])
+    # a band holding every episode repeats the "all" column
+    band_names = [b["band"] for b in entries[0]["bands"] if b["episodes"] < total]
+    others = [m for m in metrics if m != metric]
+    header = [f"{metric} all"] + [f"{metric} {name}" for name in band_names] + [f"{m} all" for m in others]
+    lines += ["", "| entry | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for entry in entries:
         bands = {b["band"]: b for b in entry["bands"]}
-        cells = []
-        for m in metrics:
-            cells.append(_fmt(entry["overall"][m]))
-            cells += [_fmt(bands[name][m]) if name in bands else "-" for name in band_names]
+        cells = [_fmt(entry["overall"][metric])]
+        cells += [_fmt(bands[name][metric]) if name in bands else "-" for name in band_names]
+        cells += [_fmt(entry["overall"][m]) for m in others]
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     values = sorted({g[axis] for e in entries for g in e["groups"]}, key=lambda v: (isinstance(v, str), v))
     if len(values) <= MAX_AXIS_COLUMNS:
@@ -154,32 +155,42 @@ def report_markdown(report: dict) -> str:
 
 
 def plot_report(report: dict, path: Path) -> None:
+    """The metric against the axis, a line per entry; a bar per entry when the axis has one value."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axis, metric = report["axis"], report["metric"]
+    axis, metric, entries = report["axis"], report["metric"], report["entries"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    all_xs: list[float] = []
-    for entry in report["entries"]:
-        groups = entry["groups"]
-        xs = list(range(len(groups))) if axis == "map_name" else [g[axis] for g in groups]
-        mean = np.array([g[metric] for g in groups])
-        ci = np.array([g[f"{metric}_ci95"] for g in groups])
-        ax.plot(xs, mean, marker="o", markersize=3, label=entry["label"])
-        ax.fill_between(xs, mean - ci, mean + ci, alpha=0.15)
-        all_xs += xs
-    if axis == "corridor_length" and all_xs and max(all_xs) / max(min(all_xs), 1) > 20:
-        ax.set_xscale("log")
+    values = sorted({g[axis] for e in entries for g in e["groups"]}, key=str)
+    if len(values) == 1:
+        ax.bar(range(len(entries)), [e["groups"][0][metric] for e in entries],
+               yerr=[e["groups"][0][f"{metric}_ci95"] for e in entries], capsize=3, alpha=0.8)
+        ax.set_xticks(range(len(entries)), [e["label"] for e in entries], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_xlabel(f"{axis.replace('_', ' ')} {values[0]}")
+    else:
+        all_xs: list[float] = []
+        for entry in entries:
+            groups = entry["groups"]
+            xs = list(range(len(groups))) if axis == "map_name" else [g[axis] for g in groups]
+            mean = np.array([g[metric] for g in groups])
+            ci = np.array([g[f"{metric}_ci95"] for g in groups])
+            ax.plot(xs, mean, marker="o", markersize=3, label=entry["label"])
+            ax.fill_between(xs, mean - ci, mean + ci, alpha=0.15)
+            all_xs += xs
+        if axis == "corridor_length" and max(all_xs) / max(min(all_xs), 1) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
     if metric in ("CSR", "ISR", "success", "turned"):
         ax.set_ylim(-0.05, 1.05)
     if metric == "success":  # T-Maze: choosing an arm at random succeeds half the time
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
     ax.set_ylabel(metric)
-    ax.set_title(report["title"], fontsize=10)
+    ax.set_title(report["title"], fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

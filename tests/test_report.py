@@ -39,6 +39,15 @@ def test_report_tables_each_entry(evaluations, capsys):
     assert "| entry | 7 | 28 |" in markdown
 
 
+def test_report_of_one_axis_value_draws_bars(evaluations, tmp_path):
+    assert main(["eval", "--baseline", "random", "--suite", "tmaze-rate", "--episodes", "4",
+                 "--max-corridor-length", "7", "--quiet", "--out", str(tmp_path / "short")]) == 0
+    assert main(["report", f"a={tmp_path / 'short'}", f"b={tmp_path / 'short'}",
+                 "--out", str(tmp_path / "bars")]) == 0
+    assert (tmp_path / "bars.png").stat().st_size > 1000
+    assert "| entry | 7 |" in (tmp_path / "bars.md").read_text()
+
+
 def test_report_refuses_bad_input_and_keeps_earlier_results(evaluations, capsys):
     out = evaluations / "keep"
     args = [f"a={evaluations / 'random0'}", "--out", str(out)]
