@@ -385,13 +385,11 @@ class TMazeEnv(EpisodeEnds):
         keys = episode_keys(self._stream[ids], self._count[ids])
         self._count[ids] += np.uint64(1)
         k = len(ids)
-        if self.config.corridor_lengths is None:
-            lengths = np.full(k, self.config.corridor_length, dtype=np.int64)
-        else:
-            choices = np.asarray(self.config.corridor_lengths, dtype=np.int64)
-            lengths = choices[episode_length_choices(keys, len(choices))]
-        steps = np.array([self.config.episode_steps(int(L)) for L in lengths], dtype=np.int64)
-        self._begin(ids, lengths, steps, keys, np.full(k, -1))
+        choices = self.config.corridor_lengths or (self.config.corridor_length,)
+        choice = episode_length_choices(keys, len(choices)) if len(choices) > 1 else np.zeros(k, dtype=np.int64)
+        lengths = np.asarray(choices, dtype=np.int64)[choice]                   # [K]
+        horizons = np.array([self.config.episode_steps(L) for L in choices], dtype=np.int64)
+        self._begin(ids, lengths, horizons[choice], keys, np.full(k, -1))
 
     def _begin_given(self, ids: Sequence[int], lengths: Sequence[Any], seeds: Sequence[Any],
                      max_steps: Sequence[Any]) -> None:

@@ -496,16 +496,32 @@ def markdown_summary(summary: dict, title: str, notes: Sequence[str]) -> str:
         lines += ["", "| band | episodes | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
         for band in summary["bands"]:
             lines.append(f"| {band['band']} | {band['episodes']} | "
-                         + " | ".join(_fmt(band[m]) for m in metrics) + " |")
+                         + " | ".join(format_metric(band[m]) for m in metrics) + " |")
     lines += ["", f"| {axis} | episodes | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for group in summary["groups"]:
-        cells = [f"{_fmt(group[m])} ± {_fmt(group[m + '_ci95'])}" for m in metrics]
+        cells = [f"{format_metric(group[m])} ± {format_metric(group[m + '_ci95'])}" for m in metrics]
         lines.append(f"| {group[axis]} | {group['episodes']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value: float) -> str:
+def format_metric(value: float) -> str:
+    """A metric for a table: one decimal from 10 up (SoC, makespan), else three (rates)."""
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+
+
+RATE_METRICS = ("CSR", "ISR", "success", "turned")
+"""metrics that are fractions of episodes or agents: their plots span 0..1"""
+
+
+def style_metric_axes(ax: Any, axis: str, metric: str, xs: Sequence[float]) -> None:
+    """The rules every plot of a metric against a suite's axis follows: a log scale for
+    corridors spanning more than 20x, 0..1 for rates, and T-Maze's 0.5 chance line."""
+    if axis == "corridor_length" and len(xs) > 1 and max(xs) / max(min(xs), 1) > 20:
+        ax.set_xscale("log")
+    if metric in RATE_METRICS:
+        ax.set_ylim(-0.05, 1.05)
+    if metric == "success":  # T-Maze: choosing an arm at random succeeds half the time
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
 
 
 def plot_summary(summary: dict, path: Path, title: str) -> None:
@@ -522,12 +538,8 @@ def plot_summary(summary: dict, path: Path, title: str) -> None:
         ci = np.array([g[f"{metric}_ci95"] for g in groups])
         ax.plot(xs, mean, marker="o", markersize=3)
         ax.fill_between(xs, mean - ci, mean + ci, alpha=0.25)
-        if axis == "corridor_length" and len(xs) > 1 and max(xs) / max(min(xs), 1) > 20:
-            ax.set_xscale("log")
-        if metric in ("CSR", "ISR", "success", "turned"):
-            ax.set_ylim(-0.05, 1.05)
-        if metric == "success":  # T-Maze: choosing an arm at random succeeds half the time
-            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+        style_metric_axes(ax, axis, metric, xs)
+        if metric == "success":
             ax.legend(loc="lower left", fontsize=8)
         ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
         ax.set_title(metric)

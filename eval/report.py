@@ -20,6 +20,7 @@ import numpy as np
 
 from memarl.configs import option_label, validate_fields
 from memarl.errors import MemarlError
+from memarl.eval.evaluate import format_metric, style_metric_axes
 from memarl.files import check_output_file
 
 MAX_AXIS_COLUMNS = 16
@@ -70,21 +71,21 @@ def load_summary(path: str, suite: str | None) -> dict:
     """The ``summary.json`` of an evaluation folder, or of a run's evaluation of ``suite``."""
     folder = Path(path)
     if not folder.exists():
-        raise MemarlError(f"report: {path} does not exist")
+        raise MemarlError(f"{path} does not exist")
     if not (folder / "summary.json").is_file():
         if suite is None:
-            raise MemarlError(f"report: {path} has no summary.json; pass --suite to read a run's "
+            raise MemarlError(f"{path} has no summary.json; pass --suite to read a run's "
                               f"eval/SUITE folder")
         folder = folder / "eval" / Path(suite).stem
         if not (folder / "summary.json").is_file():
-            raise MemarlError(f"report: no evaluation of {suite} in {path} (run `memarl eval "
+            raise MemarlError(f"no evaluation of {suite} in {path} (run `memarl eval "
                               f"{path} --suite {suite}` first)")
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as error:
-        raise MemarlError(f"report: {folder / 'summary.json'} is not readable: {error}") from None
+        raise MemarlError(f"{folder / 'summary.json'} is not readable: {error}") from None
     if suite is not None and summary.get("suite") != Path(suite).stem:
-        raise MemarlError(f"report: {folder} holds suite {summary.get('suite')!r}, not {suite!r}")
+        raise MemarlError(f"{folder} holds suite {summary.get('suite')!r}, not {suite!r}")
     return summary
 
 
@@ -100,11 +101,11 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     entries = [parse_entry(e) for e in cfg.entries]
     labels = [label for label, _ in entries]
     if len(set(labels)) != len(labels):
-        raise MemarlError(f"report: labels must differ, got {', '.join(labels)}")
+        raise MemarlError(f"labels must differ, got {', '.join(labels)}")
     summaries = [load_summary(path, cfg.suite) for _, path in entries]
     suites = {s["suite"] for s in summaries}
     if len(suites) > 1:
-        raise MemarlError(f"report: the entries evaluate different suites ({', '.join(sorted(suites))})")
+        raise MemarlError(f"the entries evaluate different suites ({', '.join(sorted(suites))})")
     metrics = summaries[0]["metrics"]
     metric = cfg.metric if cfg.metric is not None else metrics[0]
     if metric not in metrics:
@@ -117,10 +118,6 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
                          "overall": {m: overall(s, m) for m in metrics},
                          "bands": s["bands"], "groups": s["groups"]}
                         for (label, path), s in zip(entries, summaries)]}
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
 
 
 def report_markdown(report: dict) -> str:
@@ -137,9 +134,9 @@ def report_markdown(report: dict) -> str:
     lines += ["", "| entry | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for entry in entries:
         bands = {b["band"]: b for b in entry["bands"]}
-        cells = [_fmt(entry["overall"][metric])]
-        cells += [_fmt(bands[name][metric]) if name in bands else "-" for name in band_names]
-        cells += [_fmt(entry["overall"][m]) for m in others]
+        cells = [format_metric(entry["overall"][metric])]
+        cells += [format_metric(bands[name][metric]) if name in bands else "-" for name in band_names]
+        cells += [format_metric(entry["overall"][m]) for m in others]
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     values = sorted({g[axis] for e in entries for g in e["groups"]}, key=lambda v: (isinstance(v, str), v))
     if len(values) <= MAX_AXIS_COLUMNS:
@@ -148,7 +145,7 @@ def report_markdown(report: dict) -> str:
                   "|---|" + "---|" * len(values)]
         for entry in entries:
             by = {g[axis]: g for g in entry["groups"]}
-            cells = [f"{_fmt(by[v][metric])} ± {_fmt(by[v][metric + '_ci95'])}" if v in by else "-"
+            cells = [f"{format_metric(by[v][metric])} ± {format_metric(by[v][metric + '_ci95'])}" if v in by else "-"
                      for v in values]
             lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -169,6 +166,7 @@ def plot_report(report: dict, path: Path) -> None:
         ax.set_xticks(range(len(entries)), [e["label"] for e in entries], rotation=30,
                       ha="right", fontsize=8)
         ax.set_xlabel(f"{axis.replace('_', ' ')} {values[0]}")
+        style_metric_axes(ax, axis, metric, [])
     else:
         all_xs: list[float] = []
         for entry in entries:
@@ -179,13 +177,8 @@ def plot_report(report: dict, path: Path) -> None:
             ax.plot(xs, mean, marker="o", markersize=3, label=entry["label"])
             ax.fill_between(xs, mean - ci, mean + ci, alpha=0.15)
             all_xs += xs
-        if axis == "corridor_length" and max(all_xs) / max(min(all_xs), 1) > 20:
-            ax.set_xscale("log")
+        style_metric_axes(ax, axis, metric, all_xs)
         ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
-    if metric in ("CSR", "ISR", "success", "turned"):
-        ax.set_ylim(-0.05, 1.05)
-    if metric == "success":  # T-Maze: choosing an arm at random succeeds half the time
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_ylabel(metric)
     ax.set_title(report["title"], fontsize=9)
     ax.grid(alpha=0.3)

@@ -147,9 +147,9 @@ def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def normalize(advantages: torch.Tensor, mask: torch.Tensor, std_floor: float) -> torch.Tensor:
     """Centre over the alive samples and divide by ``max(std, std_floor)`` (+1e-8)."""
     mask = mask.float()
-    mean = masked_mean(advantages, mask)
-    std = masked_std(advantages, mask)
-    return (advantages - mean) / (std.clamp_min(std_floor) + 1e-8)
+    centred = advantages - masked_mean(advantages, mask)
+    std = masked_mean(centred ** 2, mask).sqrt()
+    return centred / (std.clamp_min(std_floor) + 1e-8)
 
 
 def ppo_loss(new_logits: torch.Tensor, new_values: torch.Tensor, actions: torch.Tensor,

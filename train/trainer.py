@@ -250,9 +250,11 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, policy: torch.nn.Module,
 
 
 def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: Any,
-                            policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Load a checkpoint into ``policy`` and ``optimizer``, or raise a one-line MemarlError
-    naming how it does not fit this run (nothing is written either way)."""
+                            policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                            return_normalizer: ReturnNormalizer | None) -> None:
+    """Load a checkpoint into ``policy``, ``optimizer`` and ``return_normalizer`` (when the run
+    normalises returns), or raise a one-line MemarlError naming how it does not fit this run
+    (nothing is written either way)."""
     if payload["agent"] != cfg.agent:
         raise MemarlError(f"cannot resume: {path} holds agent {payload['agent']!r}, the run's "
                           f"config says {cfg.agent!r}")
@@ -268,6 +270,9 @@ def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: An
     missing = [key for key in ("optimizer", "update", "agent_steps") if key not in payload]
     if missing:
         raise MemarlError(f"cannot resume: {path} lacks {', '.join(missing)}")
+    if return_normalizer is not None and "return_normalizer" not in payload:
+        raise MemarlError(f"cannot resume: {path} lacks the return statistics that "
+                          f"normalize_returns needs")
     try:
         policy.load_state_dict(payload["model"])
     except RuntimeError as error:
@@ -284,6 +289,8 @@ def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: An
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise MemarlError(f"cannot resume: the optimizer state in {path} does not fit the model "
                           f"({load_error_summary(error)})") from None
+    if return_normalizer is not None:
+        return_normalizer.load_state_dict(payload["return_normalizer"])
 
 
 def report_resume(run_dir: Path, resumed: LatestCheckpoint, out) -> None:
@@ -377,12 +384,8 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         generator = np.random.default_rng(cfg.seed)
         resumed = newest_resumable_checkpoint(checkpoint_dir) if resume else None
         if resumed is not None and resumed.payload is not None:
-            restore_from_checkpoint(resumed.path, resumed.payload, cfg, env, policy, optimizer)
-            if return_normalizer is not None:
-                if "return_normalizer" not in resumed.payload:
-                    raise MemarlError(f"cannot resume: {resumed.path} lacks the return statistics "
-                                      f"that normalize_returns needs")
-                return_normalizer.load_state_dict(resumed.payload["return_normalizer"])
+            restore_from_checkpoint(resumed.path, resumed.payload, cfg, env, policy, optimizer,
+                                    return_normalizer)
             update, agent_steps = resumed.payload["update"], resumed.payload["agent_steps"]
             if cfg.total_steps <= agent_steps:
                 raise MemarlError(f"run {run_dir} is already at {agent_steps:,} agent-steps "
