@@ -254,3 +254,18 @@ def test_resume_keeps_the_return_statistics(tmp_path, capsys):
     code, _, err = run_cli(["train", "--resume", str(run_dir), "--total-steps", "192",
                             "--print-every-s", "1000"], capsys)
     assert_one_line_error(code, err, "lacks the return statistics")
+
+
+@pytest.mark.parametrize("legacy, mode", [(False, "off"), (True, "minibatch")])
+def test_resume_reads_the_old_advantage_flag(trained_run, tmp_path, legacy, mode):
+    """A run saved with normalize_advantages (before advantage_normalization) resumes with the
+    same setting, not the new default."""
+    from memarl.train.trainer import load_resume_config
+    run_copy = tmp_path / "old"
+    os.system(f"cp -r {trained_run} {run_copy}")
+    saved = json.loads((run_copy / "config.json").read_text())
+    ppo = saved["config"]["ppo"]
+    del ppo["advantage_normalization"]
+    ppo["normalize_advantages"] = legacy
+    (run_copy / "config.json").write_text(json.dumps(saved))
+    assert load_resume_config(run_copy, {}).ppo.advantage_normalization == mode

@@ -95,8 +95,13 @@ def config_from_dict(data: dict) -> TrainConfig:
     """A TrainConfig from saved JSON (unknown keys dropped); a malformed one is a MemarlError."""
     try:
         data = dict(data)
+        saved_ppo = dict(data.pop("ppo", {}))
+        # runs written before advantage_normalization had the flag normalize_advantages
+        legacy = saved_ppo.pop("normalize_advantages", None)
+        if legacy is not None and "advantage_normalization" not in saved_ppo:
+            saved_ppo["advantage_normalization"] = "minibatch" if legacy else "off"
         ppo_names = {f.name for f in dataclasses.fields(PPOConfig)}
-        ppo = PPOConfig(**{k: v for k, v in dict(data.pop("ppo", {})).items() if k in ppo_names})
+        ppo = PPOConfig(**{k: v for k, v in saved_ppo.items() if k in ppo_names})
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         cfg = TrainConfig(ppo=ppo, **{k: v for k, v in data.items() if k in names})
     except (TypeError, ValueError):
