@@ -54,6 +54,11 @@ class SRMTConfig(EncoderConfig, SharedMemoryOptions):
     bptt: bool = True
     """backpropagate through memory and history across a ``sequence`` segment; False truncates
     the gradient at every step (the released code's recurrence-1 training)"""
+    position_init_std: Annotated[float, Range(0, 10)] = 1.0
+    """std of the learned position table's initial values: 1.0 is the released code's
+    nn.Embedding N(0, 1); the tmaze preset uses GPT-2's 0.02, because a N(0, 1) row has norm
+    sqrt(d_model) (8 at d_model 64) against the vector encoder's outputs of norm about 1, and
+    the observations, the cue included, drown in it (measured on T-Maze: eval/results/memory_agents.md)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +76,7 @@ class EmptyConfig(EncoderConfig):
 SRMT_PRESETS: dict[str, dict] = {
     "bottleneck": {},
     "lmapf": {"d_model": 512, "num_heads": 8, "filters": 64, "res_blocks": 8},
-    "tmaze": {"d_model": 64, "num_heads": 4},
+    "tmaze": {"d_model": 64, "num_heads": 4, "position_init_std": 0.02},
 }
 EMPTY_PRESETS: dict[str, dict] = {
     "bottleneck": {},
@@ -85,7 +90,8 @@ def srmt_core(config: SRMTConfig) -> SharedMemoryCore:
         config.d_model, config.num_heads, history_len=config.history_len,
         num_layers=config.num_layers, mlp_ratio=config.mlp_ratio, attention=config.attention,
         dropout=config.dropout, use_memory=config.use_memory,
-        use_memory_head=config.use_memory_head, shared=config, bptt=config.bptt)
+        use_memory_head=config.use_memory_head, shared=config, bptt=config.bptt,
+        position_init_std=config.position_init_std)
 
 
 @registered_with(SRMTConfig, SRMT_PRESETS)

@@ -81,8 +81,18 @@ class TMazeConfig:
     """corridor length L (rate, ni_passive, relay: cells x = 0..L, junction x = L; agalite:
     positions 0..L-1, junction L-1, L <= 256); an evaluation suite sets it per episode"""
     corridor_lengths: Annotated[tuple[int, ...] | None, Range(1, MAX_CORRIDOR_LENGTH)] = None
-    """training over several lengths (a curriculum for long corridors): each drawn episode's L is
-    one of these, equally likely, and its time limit follows it; None = corridor_length only"""
+    """training over several lengths: each drawn episode's L is one of these, equally likely (of
+    those unlocked, under a curriculum), and its time limit follows it; None = corridor_length only"""
+    curriculum_success: Annotated[float | None, Range(0, 1, low_exclusive=True)] = None
+    """a curriculum over corridor_lengths for corridors too long to find the junction by chance
+    (the rate preset pays nothing before it): drawn episodes start on the shortest length only,
+    and the next longer one is unlocked when the success rate of the last curriculum_window drawn
+    episodes of the longest unlocked length reaches this; shorter ones stay in the draw. Episodes
+    report ``unlocked_length`` and ``curriculum_success`` (success times unlocked_length / the
+    longest length: the score that picks best.pt, so a policy further along ranks higher, and
+    success itself once all is unlocked). None = no curriculum"""
+    curriculum_window: Annotated[int, Range(1, 1_000_000)] = 100
+    """episodes of the newest unlocked length whose success rate decides the next unlock"""
     max_episode_steps: Annotated[int | None, Range(1, 10_000_000)] = None
     """time limit; None = the preset's horizon (rate, relay: L + 2; ni_passive: L + 1; agalite: 1000)"""
     seed: Annotated[int | None, Range(0, 2**32 - 1)] = None
@@ -99,11 +109,24 @@ class TMazeConfig:
             lengths = tuple(check_length(self.preset, L, "env option corridor_lengths")
                             for L in self.corridor_lengths)
             object.__setattr__(self, "corridor_lengths", lengths)
+        if self.curriculum_success is not None and len(set(self.corridor_lengths or ())) < 2:
+            raise MemarlError("env option curriculum_success needs env option corridor_lengths with at least "
+                              "two different lengths (the curriculum unlocks them shortest first)")
 
     @property
     def num_agents(self) -> int:
         """agents per env: 2 for relay, 1 for the other presets"""
         return 2 if self.preset == "relay" else 1
+
+    @property
+    def drawn_lengths(self) -> tuple[int, ...]:
+        """the corridor lengths drawn episodes play: corridor_lengths (sorted and distinct under
+        a curriculum, its unlock order) or corridor_length alone"""
+        if self.corridor_lengths is None:
+            return (self.corridor_length,)
+        if self.curriculum_success is not None:
+            return tuple(sorted(set(self.corridor_lengths)))
+        return self.corridor_lengths
 
     def episode_steps(self, corridor_length: int) -> int:
         """Time limit of an episode on corridor ``L`` under this config."""
@@ -275,7 +298,11 @@ class TMazeEnv(EpisodeEnds):
         Unpinned episodes play ``corridor_length`` (or one of ``corridor_lengths``, drawn per
         episode) with the config's time limit; env ``n``'s
         episodes come from random stream ``seed + n`` (episode 0, 1, ... of it), so they depend
-        only on the seed and on how many episodes env ``n`` played. ``reset(options=...)`` and
+        only on the seed and on how many episodes env ``n`` played (and, under a curriculum
+        (``curriculum_success``), on how many lengths the batch has unlocked: the online PPO
+        stand-in for RATE's training data, which draws L uniformly up to the training length
+        from an oracle's episodes; the curriculum state lives in the env object, so a resumed
+        run climbs it again). ``reset(options=...)`` and
         :meth:`start_episodes` play given episodes instead (corridor length, seed, time limit).
 
     Episode End
@@ -301,7 +328,9 @@ class TMazeEnv(EpisodeEnds):
         ``reset()``. ``info["episode_metrics"][n]`` of an ending env holds ``return``
         (per-agent mean), ``episode_length``, ``success``, ``turned`` (fraction of agents that
         chose an arm), ``cue`` (+1/-1), ``corridor_length``, ``max_episode_steps``,
-        ``episode_seed`` (None unless pinned), ``map_name`` (``tmaze-L``) and ``preset``.
+        ``episode_seed`` (None unless pinned), ``map_name`` (``tmaze-L``) and ``preset``; under
+        a curriculum also ``unlocked_length`` (the longest length drawn now) and
+        ``curriculum_success`` (``success`` times the unlocked share of the longest length).
 
     Arguments
         See :class:`TMazeConfig`: pass a config, keyword overrides, or both
@@ -351,6 +380,12 @@ class TMazeEnv(EpisodeEnds):
         self._pinned_once = np.zeros(n, dtype=bool)  # [N] playing a start_episodes episode: freeze at its end
         self._started = np.zeros(n, dtype=bool)
         self._needs_reset = True
+        self._draw_lengths = np.asarray(config.drawn_lengths, dtype=np.int64)  # [C] lengths drawn episodes play
+        self._draw_horizons = np.array([config.episode_steps(L) for L in config.drawn_lengths], dtype=np.int64)
+        self._curriculum = config.curriculum_success is not None
+        self._unlocked = 1 if self._curriculum else len(self._draw_lengths)  # the first C' lengths are drawn
+        self._outcomes = np.zeros(config.curriculum_window, dtype=np.float64)  # ring: newest length's successes
+        self._num_outcomes = 0  # written to the ring since the last unlock
         self._seed_streams(config.seed)
 
     # ---------------------------------------------------------------- seeding and episodes
@@ -381,15 +416,33 @@ class TMazeEnv(EpisodeEnds):
 
     def _begin_drawn(self, ids: np.ndarray) -> None:
         """Envs ``ids`` start the next episode of their streams (the config's corridor, or one
-        of its ``corridor_lengths``)."""
+        of its ``corridor_lengths`` that is unlocked)."""
         keys = episode_keys(self._stream[ids], self._count[ids])
         self._count[ids] += np.uint64(1)
         k = len(ids)
-        choices = self.config.corridor_lengths or (self.config.corridor_length,)
-        choice = episode_length_choices(keys, len(choices)) if len(choices) > 1 else np.zeros(k, dtype=np.int64)
-        lengths = np.asarray(choices, dtype=np.int64)[choice]                   # [K]
-        horizons = np.array([self.config.episode_steps(L) for L in choices], dtype=np.int64)
-        self._begin(ids, lengths, horizons[choice], keys, np.full(k, -1))
+        u = self._unlocked
+        choice = episode_length_choices(keys, u) if u > 1 else np.zeros(k, dtype=np.int64)  # [K]
+        self._begin(ids, self._draw_lengths[choice], self._draw_horizons[choice], keys, np.full(k, -1))
+
+    @property
+    def unlocked_length(self) -> int:
+        """The longest corridor that drawn episodes may play now (under a curriculum, the newest
+        unlocked length; else the longest of the config's lengths)."""
+        return int(self._draw_lengths[:self._unlocked].max())
+
+    def _advance_curriculum(self, ended_ids: np.ndarray) -> None:
+        """Count the drawn episodes of the newest unlocked length that ended in ``ended_ids``;
+        unlock the next length once the last ``curriculum_window`` of them reach the success rate."""
+        newest = self._draw_lengths[self._unlocked - 1]
+        counted = ended_ids[(self._seed_of[ended_ids] < 0) & (self._length[ended_ids] == newest)]
+        window = len(self._outcomes)
+        for success in (self._arm[counted] == self._goal[counted, None]).all(1):
+            self._outcomes[self._num_outcomes % window] = success
+            self._num_outcomes += 1
+        if (self._num_outcomes >= window and self._unlocked < len(self._draw_lengths)
+                and self._outcomes.mean() >= self.config.curriculum_success):
+            self._unlocked += 1
+            self._num_outcomes = 0
 
     def _begin_given(self, ids: Sequence[int], lengths: Sequence[Any], seeds: Sequence[Any],
                      max_steps: Sequence[Any]) -> None:
@@ -572,6 +625,8 @@ class TMazeEnv(EpisodeEnds):
             ended_ids = np.flatnonzero(ended)
             for i, m in zip(ended_ids.tolist(), self._episode_metrics(ended_ids)):
                 metrics[i] = m
+            if self._curriculum:
+                self._advance_curriculum(ended_ids)
             freeze = ended & (self._pinned_once | (not self._autoreset))
             restart = np.flatnonzero(ended & ~freeze)
             if restart.size:
@@ -592,17 +647,26 @@ class TMazeEnv(EpisodeEnds):
                       (arm == goal[:, None]).all(1).astype(np.float64).tolist(), (arm != 0).mean(1).tolist(),
                       goal.tolist(), self._length[ids].tolist(), self._max_steps[ids].tolist(),
                       self._seed_of[ids].tolist())
-        return [{"return": ret, "episode_length": t, "success": success, "turned": turned, "cue": cue,
+        rows = [{"return": ret, "episode_length": t, "success": success, "turned": turned, "cue": cue,
                  "corridor_length": length, "max_episode_steps": steps,
                  "episode_seed": None if seed < 0 else seed, "map_name": f"tmaze-{length}", "preset": self.preset}
                 for ret, t, success, turned, cue, length, steps, seed in columns]
+        if self._curriculum:
+            progress = self.unlocked_length / int(self._draw_lengths[-1])
+            for row in rows:
+                row["unlocked_length"] = self.unlocked_length
+                row["curriculum_success"] = row["success"] * progress
+        return rows
 
     # ---------------------------------------------------------------- state views
 
     @property
     def score_metric(self) -> str:
-        """the episode metric that ranks policies on this env (picks ``best.pt``): success"""
-        return "success"
+        """the episode metric that ranks policies on this env (picks ``best.pt``): success, or
+        under a curriculum ``curriculum_success`` (success scaled by the unlocked share of the
+        longest corridor, so that a policy of the short lengths alone never outranks one that
+        plays them all)"""
+        return "curriculum_success" if self._curriculum else "success"
 
     @property
     def positions(self) -> np.ndarray:

@@ -144,12 +144,15 @@ class SharedMemoryCore(MemoryCore):
         shared: the broadcast options (:class:`~memarl.memory.broadcast.SharedMemoryOptions`);
             ``shared.share_memory=False`` = "RMT".
         bptt: backpropagate through memory and history across a ``sequence`` segment.
+        position_init_std: std of the position table's initial values (1.0: the released
+            nn.Embedding's N(0, 1)).
     """
 
     def __init__(self, d_model: int, num_heads: int, history_len: int = 8, num_layers: int = 1,
                  mlp_ratio: int = 4, attention: str = "full", dropout: float = 0.0,
                  use_memory: bool = True, use_memory_head: bool = True,
-                 shared: SharedMemoryOptions | None = None, bptt: bool = True):
+                 shared: SharedMemoryOptions | None = None, bptt: bool = True,
+                 position_init_std: float = 1.0):
         super().__init__()
         shared = shared if shared is not None else SharedMemoryOptions()
         share_memory = shared.share_memory
@@ -163,8 +166,9 @@ class SharedMemoryCore(MemoryCore):
         self.share_memory = share_memory
         self.detach_other_memories = shared.detach_other_memories
         self.seq_len = history_len + 1 + int(use_memory)                       # L
-        # Learned absolute positions, one row per slot (N(0, 1) like the released nn.Embedding).
-        self.position = nn.Parameter(torch.randn(self.seq_len, d_model))       # [L, D]
+        # Learned absolute positions, one row per slot (by default N(0, 1) like the released
+        # nn.Embedding).
+        self.position = nn.Parameter(torch.randn(self.seq_len, d_model) * position_init_std)  # [L, D]
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             SharedMemoryBlock(d_model, num_heads, mlp_ratio, dropout, share_memory)

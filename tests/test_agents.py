@@ -441,6 +441,21 @@ def test_parameter_counts_match_srmt_reference(capsys):
         print("\n" + "\n".join(rows))
 
 
+def test_position_table_scale():
+    """Default: the released nn.Embedding's N(0, 1) (the same draw as before the option existed);
+    the tmaze preset: GPT-2's 0.02, so a row no longer dwarfs a vector observation's encoding."""
+    torch.manual_seed(3)
+    default = make_agent("srmt", (4,), 4, preset="tmaze", position_init_std=1.0).core.position
+    torch.manual_seed(3)
+    small = make_agent("srmt", (4,), 4, preset="tmaze").core.position
+    assert torch.allclose(small, default * 0.02)
+    assert 0.8 < default.std().item() < 1.2
+    torch.manual_seed(3)
+    bottleneck = make_agent("srmt", (3, 5, 5), 5).core.position
+    torch.manual_seed(3)
+    assert torch.equal(bottleneck, make_agent("srmt", (3, 5, 5), 5, position_init_std=1.0).core.position)
+
+
 def test_registry_and_make_agent():
     assert set(NAMES) >= {"srmt", "rmt", "attention", "empty", "gru", "lstm"}
     for entry in AGENTS:

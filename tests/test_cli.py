@@ -131,6 +131,26 @@ def test_agent_presets_and_broadcast_options_from_the_cli(env, agent, options, t
         assert policy.config.d_model == 512
 
 
+def test_tmaze_curriculum_from_the_cli(tmp_path, capsys):
+    """A T-Maze curriculum is an env option: the run charts the unlocked length, picks best.pt by
+    curriculum_success, and its evaluation plays the suite's pinned lengths, not the curriculum's."""
+    run = tmp_path / "r"
+    code, out, err = run_cli(["train", "--env", "tmaze", "--agent", "gru", "--env-opt", "corridor_lengths=3,1",
+                              "--env-opt", "curriculum_success=0.5", "--env-opt", "curriculum_window=4",
+                              "--total-steps", "2048", "--num-envs", "16", "--rollout-len", "8",
+                              "--print-every-s", "0", "--run-dir", str(run)], capsys)
+    assert code == 0, err
+    assert "unlocked_length" in out
+    policy = memarl.load_policy(str(run), which="latest")
+    assert policy.checkpoint_info["score_metric"] == "curriculum_success"
+    assert policy.checkpoint_info["env_options"]["curriculum_success"] == 0.5
+    code, _, err = run_cli(["eval", str(run), "--suite", "tmaze-rate", "--maps", "2", "--checkpoint", "latest",
+                            "--quiet"], capsys)
+    assert code == 0, err
+    rows = (run / "eval" / "tmaze-rate" / "episodes.csv").read_text().splitlines()
+    assert len(rows) == 201 and {row.split(",")[1] for row in rows[1:]} == {"tmaze-7", "tmaze-28"}
+
+
 @pytest.mark.parametrize("args,words", [
     (["train", "--env", "nope"], ["unknown env 'nope'", "bottleneck"]),
     (["train", "--agent", "nope"], ["unknown agent 'nope'", "srmt"]),

@@ -242,7 +242,7 @@ def _agent_config(agent: str) -> type:
 
 RESERVED_ENV_FIELDS = ("num_envs", "seed")
 """set through --num-envs / --seed, refused as --env-opt (tested below)"""
-ENV_FIELDS = [(env_id, spec) for env_id in ("bottleneck", "pogema-lmapf")
+ENV_FIELDS = [(env_id, spec) for env_id in ("bottleneck", "pogema-lmapf", "tmaze")
               for spec in fuzz.config_fields(_env_config(env_id))
               if spec.name not in RESERVED_ENV_FIELDS and spec.kind is not str]
 AGENT_FIELDS = [(agent, spec) for agent in ("srmt", "gru")

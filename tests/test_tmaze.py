@@ -413,6 +413,11 @@ def test_spaces_registry_and_cli_listing(capsys):
     ({"corridor_lengths": (5, 0)}, "env option corridor_lengths"),
     ({"preset": "agalite", "corridor_lengths": (10, 300)}, "at most 256 for preset agalite"),
     ({"num_envs": 0}, "env option num_envs"),
+    ({"curriculum_success": 0.9}, "curriculum_success needs env option corridor_lengths"),
+    ({"corridor_lengths": (4, 4), "curriculum_success": 0.9}, "at least two different lengths"),
+    ({"corridor_lengths": (2, 4), "curriculum_success": 0}, "env option curriculum_success"),
+    ({"corridor_lengths": (2, 4), "curriculum_success": 1.5}, "env option curriculum_success"),
+    ({"corridor_lengths": (2, 4), "curriculum_success": 0.9, "curriculum_window": 0}, "env option curriculum_window"),
     ({"seed": -1}, "env option seed"),
     ({"cue": 1}, "unknown tmaze option"),
 ])
@@ -444,6 +449,76 @@ def test_corridor_lengths_are_drawn_per_episode(preset):
     fixed = TMazeEnv(num_envs=4, preset=preset, corridor_length=7, seed=5)
     fixed.reset()
     assert list(fixed.corridor_lengths) == [7] * 4
+
+
+def _play(env: TMazeEnv, steps: int, policy) -> list[dict]:
+    """Step ``env`` with ``policy(env) -> actions [N, A]``; the metrics of the episodes that ended."""
+    ended = []
+    for _ in range(steps):
+        _, _, _, _, info = env.step(policy(env))
+        ended += [m for m in info["episode_metrics"] if m is not None]
+    return ended
+
+
+def _right_then_down(env: TMazeEnv) -> np.ndarray:
+    """Walks to the junction and always turns down: success exactly when the cue is down."""
+    at_junction = env.positions[..., 0] == env.corridor_lengths[:, None]
+    return np.where(at_junction, 3, 0).astype(np.int64)
+
+
+@pytest.mark.parametrize("preset", ["rate", "relay"])
+def test_curriculum_unlocks_lengths_shortest_first(preset):
+    """Under a curriculum drawn episodes start on the shortest length; an oracle unlocks the next
+    length after each window of its newest length, in sorted order, and once all are unlocked every
+    length is drawn; ``curriculum_success`` is ``success`` scaled by the unlocked share of 9."""
+    env = TMazeEnv(num_envs=32, preset=preset, corridor_lengths=(9, 2, 4, 4), curriculum_success=0.9,
+                   curriculum_window=20, seed=3)
+    assert env.score_metric == "curriculum_success" and env.unlocked_length == 2
+    env.reset()
+    assert set(env.corridor_lengths.tolist()) == {2}
+    unlocked_seen = []
+    episodes = _play(env, 200, lambda e: e.shortest_path_actions())
+    for m in episodes:
+        if not unlocked_seen or unlocked_seen[-1] != m["unlocked_length"]:
+            unlocked_seen.append(m["unlocked_length"])
+        assert m["corridor_length"] <= m["unlocked_length"]
+        assert m["curriculum_success"] == pytest.approx(m["success"] * m["unlocked_length"] / 9)
+    assert unlocked_seen == [2, 4, 9] and env.unlocked_length == 9
+    late = _play(env, 100, lambda e: e.shortest_path_actions())
+    assert {m["corridor_length"] for m in late} == {2, 4, 9}
+    assert all(m["success"] == m["curriculum_success"] == 1.0 for m in late)
+
+
+def test_curriculum_waits_for_the_success_rate():
+    """A policy at chance (always down) never reaches a 0.9 success rate, so nothing is unlocked;
+    under a 0.3 threshold the same policy unlocks every length."""
+    strict = TMazeEnv(num_envs=16, corridor_lengths=(1, 3), curriculum_success=0.9, curriculum_window=20, seed=0)
+    strict.reset()
+    episodes = _play(strict, 300, _right_then_down)
+    assert len(episodes) > 500 and {m["corridor_length"] for m in episodes} == {1}
+    assert 0.35 < np.mean([m["success"] for m in episodes]) < 0.65
+    assert strict.unlocked_length == 1
+    assert all(m["curriculum_success"] == pytest.approx(m["success"] / 3) for m in episodes)
+    lenient = TMazeEnv(num_envs=16, corridor_lengths=(1, 3), curriculum_success=0.3, curriculum_window=20, seed=0)
+    lenient.reset()
+    _play(lenient, 300, _right_then_down)
+    assert lenient.unlocked_length == 3
+
+
+def test_curriculum_counts_drawn_episodes_only():
+    """Pinned episodes (an evaluation's) neither count toward an unlock nor draw from the
+    curriculum; without a curriculum no curriculum metrics are reported."""
+    env = TMazeEnv(num_envs=4, corridor_lengths=(2, 5), curriculum_success=0.5, curriculum_window=2, seed=0)
+    env.reset()
+    for _ in range(5):
+        env.start_episodes([PinnedEpisode("tmaze-2", seed=s, max_episode_steps=None) for s in range(4)])
+        ended = _play(env, 4, lambda e: e.shortest_path_actions())
+        assert len(ended) == 4 and all(m["success"] == 1.0 for m in ended)
+    assert env.unlocked_length == 2
+    plain = TMazeEnv(num_envs=2, corridor_lengths=(2, 5), seed=0)
+    plain.reset()
+    assert plain.score_metric == "success" and plain.unlocked_length == 5
+    assert all("curriculum_success" not in m for m in _play(plain, 10, lambda e: e.shortest_path_actions()))
 
 
 def test_bad_step_and_reset_input():

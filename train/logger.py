@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 
-EPISODE_KEYS = ("return", "CSR", "ISR", "SoC", "makespan", "episode_length", "avg_throughput", "collisions")
+EPISODE_KEYS = ("return", "CSR", "ISR", "SoC", "makespan", "episode_length", "avg_throughput", "collisions",
+                "success", "unlocked_length")
 """episode metrics averaged over the recent window and written as ``charts/<key>``"""
 
 
@@ -73,9 +74,11 @@ class RunLogger:
         eta = max(self.total_steps - steps, 0) / sps if sps > 0 else float("inf")
         parts = [f"steps {steps:>11,}/{self.total_steps:,}", f"update {update}",
                  f"SPS {sps:,.0f}", f"ETA {_duration(eta)}"]
-        for key in ("return", "CSR", "ISR", "avg_throughput"):
+        for key in ("return", "CSR", "ISR", "avg_throughput", "success"):
             if self.recent.get(key):
                 parts.append(f"{key} {np.mean(self.recent[key]):.3f}")
+        if self.recent.get("unlocked_length"):
+            parts.append(f"unlocked_length {self.recent['unlocked_length'][-1]:.0f}")
         print(" | ".join(parts), file=self.stream, flush=True)
 
     def score(self, min_episodes: int = 20) -> float | None:
