@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from memarl.files import check_output_file
 
 MAX_AXIS_COLUMNS = 16
 """a suite with more axis values than this gets bands only in the table (the plot has them all)"""
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+"""line style and marker of the entries of each pass through the colour cycle"""
 
 
 @dataclasses.dataclass
@@ -169,18 +173,23 @@ def plot_report(report: dict, path: Path) -> None:
         style_metric_axes(ax, axis, metric, [])
     else:
         all_xs: list[float] = []
-        for entry in entries:
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for index, entry in enumerate(entries):
             groups = entry["groups"]
             xs = list(range(len(groups))) if axis == "map_name" else [g[axis] for g in groups]
             mean = np.array([g[metric] for g in groups])
             ci = np.array([g[f"{metric}_ci95"] for g in groups])
-            ax.plot(xs, mean, marker="o", markersize=3, label=entry["label"])
-            ax.fill_between(xs, mean - ci, mean + ci, alpha=0.15)
+            # past the colour cycle, a new line style and marker keep every entry distinguishable
+            cycle = index // len(colors)
+            color = colors[index % len(colors)]
+            ax.plot(xs, mean, color=color, linestyle=LINE_STYLES[cycle % len(LINE_STYLES)],
+                    marker=MARKERS[cycle % len(MARKERS)], markersize=3, label=entry["label"])
+            ax.fill_between(xs, mean - ci, mean + ci, color=color, alpha=0.15)
             all_xs += xs
         style_metric_axes(ax, axis, metric, all_xs)
         ax.set_xlabel(axis.replace("_", " ") if axis != "map_name" else "map (suite order)")
     ax.set_ylabel(metric)
-    ax.set_title(report["title"], fontsize=9)
+    ax.set_title(textwrap.fill(report["title"], 90), fontsize=9)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, ncol=2)
