@@ -176,6 +176,20 @@ def test_logger_scores_by_the_declared_metric():
     assert logger.score() == 2.0
 
 
+def test_progress_prints_the_closing_line_once():
+    """The forced closing report is skipped when that very update was just printed, and shows
+    the curriculum's unlocked length when episodes report one."""
+    import io
+    stream = io.StringIO()
+    logger = RunLogger(None, 100, print_every_s=0.0, stream=stream)
+    logger.episodes([{"success": 1.0, "unlocked_length": 28}], 64)
+    logger.progress(64, 1)
+    logger.progress(64, 1, force=True)
+    logger.progress(128, 2, force=True)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "unlocked_length 28" in lines[0] and "success 1.000" in lines[0]
+
+
 def test_lmapf_best_is_by_average_throughput(tmp_path, monkeypatch):
     scored = []
     score = RunLogger.score

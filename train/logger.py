@@ -33,6 +33,7 @@ class RunLogger:
         self.start_time = time.time()
         self.start_steps = 0
         self.last_print = 0.0
+        self.last_printed: tuple[int, int] | None = None
         self.score_metric = score_metric
         # an env may declare a score metric that EPISODE_KEYS does not list: it is charted too
         self.kept_keys = EPISODE_KEYS + tuple(
@@ -69,7 +70,9 @@ class RunLogger:
         now = time.time()
         if not force and now - self.last_print < self.print_every_s:
             return
-        self.last_print = now
+        if force and self.last_printed == (steps, update):
+            return  # the closing report of a run whose last update was just printed
+        self.last_print, self.last_printed = now, (steps, update)
         sps = self.sps(steps)
         eta = max(self.total_steps - steps, 0) / sps if sps > 0 else float("inf")
         parts = [f"steps {steps:>11,}/{self.total_steps:,}", f"update {update}",
