@@ -232,7 +232,9 @@ def test_step_exact_generated_instances(mode):
             ok_seeds.append(s)
         if not pes:
             continue
-        env = PogemaEnv(num_envs=len(pes), **kw)
+        # a fixed stream seed: the instances drawn on autoreset after an episode ends would
+        # otherwise come from fresh entropy, and now and then be one no agent placement fits
+        env = PogemaEnv(num_envs=len(pes), seed=group, **kw)
         env.reset(options={"seeds": ok_seeds})
         for i, pe in enumerate(pes):
             assert (env.obstacles(i) == pe.grid.get_obstacles(ignore_borders=True).astype(bool)).all()
