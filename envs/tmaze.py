@@ -430,14 +430,15 @@ class TMazeEnv(EpisodeEnds):
         unlocked length; else the longest of the config's lengths)."""
         return int(self._draw_lengths[:self._unlocked].max())
 
-    def _advance_curriculum(self, ended_ids: np.ndarray) -> None:
-        """Count the drawn episodes of the newest unlocked length that ended in ``ended_ids``;
-        unlock the next length once the last ``curriculum_window`` of them reach the success rate."""
+    def _advance_curriculum(self, ended_ids: np.ndarray, success: np.ndarray) -> None:
+        """Count the drawn episodes of the newest unlocked length that ended in ``ended_ids``
+        (``success`` [K] their outcomes); unlock the next length once the last
+        ``curriculum_window`` of them reach the success rate."""
         newest = self._draw_lengths[self._unlocked - 1]
-        counted = ended_ids[(self._seed_of[ended_ids] < 0) & (self._length[ended_ids] == newest)]
+        counted = (self._seed_of[ended_ids] < 0) & (self._length[ended_ids] == newest)  # [K]
         window = len(self._outcomes)
-        for success in (self._arm[counted] == self._goal[counted, None]).all(1):
-            self._outcomes[self._num_outcomes % window] = success
+        for outcome in success[counted]:
+            self._outcomes[self._num_outcomes % window] = outcome
             self._num_outcomes += 1
         if (self._num_outcomes >= window and self._unlocked < len(self._draw_lengths)
                 and self._outcomes.mean() >= self.config.curriculum_success):
@@ -623,10 +624,11 @@ class TMazeEnv(EpisodeEnds):
         metrics: list[dict[str, Any] | None] = [None] * self.num_envs
         if ended.any():
             ended_ids = np.flatnonzero(ended)
-            for i, m in zip(ended_ids.tolist(), self._episode_metrics(ended_ids)):
+            success = (self._arm[ended_ids] == self._goal[ended_ids, None]).all(1)  # [K]
+            for i, m in zip(ended_ids.tolist(), self._episode_metrics(ended_ids, success)):
                 metrics[i] = m
             if self._curriculum:
-                self._advance_curriculum(ended_ids)
+                self._advance_curriculum(ended_ids, success)
             freeze = ended & (self._pinned_once | (not self._autoreset))
             restart = np.flatnonzero(ended & ~freeze)
             if restart.size:
@@ -640,11 +642,12 @@ class TMazeEnv(EpisodeEnds):
         info = {"episode_end": ended, "episode_metrics": metrics, "first": first, "arrived": arrived}
         return obs, reward, terminated, truncated, info
 
-    def _episode_metrics(self, ids: np.ndarray) -> list[dict[str, Any]]:
-        """The metrics of the episodes ending in envs ``ids`` (computed together)."""
+    def _episode_metrics(self, ids: np.ndarray, success: np.ndarray) -> list[dict[str, Any]]:
+        """The metrics of the episodes ending in envs ``ids`` (computed together; ``success`` [K]
+        whether every agent of each chose the cued side)."""
         arm, goal = self._arm[ids], self._goal[ids]
         columns = zip(self._return[ids].mean(1).tolist(), self._t[ids].tolist(),
-                      (arm == goal[:, None]).all(1).astype(np.float64).tolist(), (arm != 0).mean(1).tolist(),
+                      success.astype(np.float64).tolist(), (arm != 0).mean(1).tolist(),
                       goal.tolist(), self._length[ids].tolist(), self._max_steps[ids].tolist(),
                       self._seed_of[ids].tolist())
         rows = [{"return": ret, "episode_length": t, "success": success, "turned": turned, "cue": cue,
@@ -652,9 +655,10 @@ class TMazeEnv(EpisodeEnds):
                  "episode_seed": None if seed < 0 else seed, "map_name": f"tmaze-{length}", "preset": self.preset}
                 for ret, t, success, turned, cue, length, steps, seed in columns]
         if self._curriculum:
-            progress = self.unlocked_length / int(self._draw_lengths[-1])
+            unlocked = self.unlocked_length
+            progress = unlocked / int(self._draw_lengths[-1])
             for row in rows:
-                row["unlocked_length"] = self.unlocked_length
+                row["unlocked_length"] = unlocked
                 row["curriculum_success"] = row["success"] * progress
         return rows
 
