@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_request:  # --help, or a usage error already printed in one line
         return int(exit_request.code or 0)
     from memarl.train.checkpoint import CheckpointWriteFailed
+    from memarl.train.learner import TrainingDiverged
     try:
         if args.command == "train":
             _train(args, argv)
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             _render(args)
         elif args.command == "report":
             _report(args)
-    except CheckpointWriteFailed as error:  # the disk, not the input; the message says what is lost
+    except (CheckpointWriteFailed, TrainingDiverged) as error:  # not the input; the message says what is lost
         print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except MemarlError as error:

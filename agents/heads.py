@@ -151,6 +151,14 @@ class ActorCriticPolicy(nn.Module):
             return logits, values, state
         return logits, values
 
+    def forward(self, obs: torch.Tensor, state0: State, first: torch.Tensor,
+                alive: torch.Tensor | None = None, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learner's pass: :meth:`sequence` (logits ``[T, N, A, num_actions]``, values
+        ``[T, N, A]``). Called as ``policy(...)``, so that a wrapper such as
+        DistributedDataParallel sees the forward and all-reduces the gradients of its backward."""
+        return self.sequence(obs, state0, first, alive, positions)
+
     def parameter_counts(self) -> dict[str, int]:
         """``{"total": all parameters, "effective": without position tables}``."""
         total = sum(p.numel() for p in self.parameters())

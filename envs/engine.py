@@ -577,6 +577,14 @@ class GridEngine(EpisodeEnds):
         win = self._window_bytes(layer).reshape(n, a, k)
         return win & 1, win >> 1
 
+    def __getstate__(self) -> dict:
+        """The env for pickling (a run's checkpoint keeps its envs mid-episode): the cached record
+        view of the layer is left out, since pickling would turn it into a copy that no longer
+        sees the layer's bytes; it is rebuilt at the next observation."""
+        state = self.__dict__.copy()
+        state["_layer_views"] = None
+        return state
+
     def _window_bytes(self, layer: np.ndarray) -> np.ndarray:
         """``[N*A, K]`` uint8: every agent's window of ``layer`` (``[N * cap]``, one byte per cell).
 

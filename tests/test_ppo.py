@@ -183,3 +183,45 @@ def test_normalized_returns_make_the_update_independent_of_the_reward_scale():
                    PPOConfig(lr_schedule="constant", num_minibatches=2), np.random.default_rng(0))
         moved.append(torch.nn.utils.parameters_to_vector(policy.parameters()).detach() - before)
     assert (moved[0] - moved[1]).abs().max() > 1e-4
+
+
+def test_a_nonfinite_minibatch_is_skipped_and_counted(monkeypatch):
+    """A NaN loss in one minibatch skips that step only: the other minibatches train, Adam's
+    moments stay finite, and the count is reported."""
+    import memarl.train.ppo as ppo
+    policy, segment, next_value = _segment_and_policy(1.0)
+    real_loss, calls = ppo.ppo_loss, []
+
+    def loss_nan_in_the_first_minibatch(*args):
+        loss, stats = real_loss(*args)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 1 else loss), stats
+
+    monkeypatch.setattr(ppo, "ppo_loss", loss_nan_in_the_first_minibatch)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3, eps=1e-6)
+    before = torch.nn.utils.parameters_to_vector(policy.parameters()).detach().clone()
+    stats = ppo_update(policy, optimizer, segment, next_value, PPOConfig(num_minibatches=2),
+                       np.random.default_rng(0))
+    after = torch.nn.utils.parameters_to_vector(policy.parameters()).detach()
+    assert stats["nonfinite_minibatches"] == 1 and len(calls) == 2
+    assert torch.isfinite(after).all() and not torch.equal(before, after)
+    assert all(torch.isfinite(m).all() for s in optimizer.state.values() for m in s.values())
+    assert math.isfinite(stats["policy_loss"])
+
+
+def test_nonfinite_losses_in_a_row_stop_the_run_with_exit_code_1(tmp_path, monkeypatch, capsys):
+    import memarl.train.ppo as ppo
+    from memarl.cli import main
+    real_loss = ppo.ppo_loss
+    monkeypatch.setattr(ppo, "ppo_loss", lambda *args: (lambda loss, stats: (
+        loss * float("inf"), stats))(*real_loss(*args)))
+    run = tmp_path / "run"
+    code = main(["train", "--env", "tmaze", "--agent", "gru", "--num-envs", "4", "--rollout-len",
+                 "4", "--total-steps", "1000", "--max-nonfinite-updates", "3", "--run-dir",
+                 str(run), "--torch-threads", "1", "--checkpoint-every-s", "1e9"])
+    err = capsys.readouterr().err
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert "NaN or inf in 3 updates in a row (updates 1..3" in last and "--resume" in last
+    assert err.count("were skipped") == 2  # a warning per update, then the error
+    assert not list((run / "checkpoints").glob("ckpt_*.pt"))

@@ -258,7 +258,7 @@ def test_resume_passes_over_a_truncated_latest_checkpoint(run_copy, capsys):
     assert code == 0, err
     assert len(lines(err)) == 1, err
     assert "ckpt_000000002_64.pt" in err and "resuming from ckpt_000000001_32.pt" in err
-    assert "from ckpt_000000001_32.pt (32 agent-steps)" in out
+    assert "from ckpt_000000001_32.pt (32 agent-steps, its episodes continued)" in out
     assert (run_copy / "checkpoints" / "ckpt_000000002_64.pt.broken").exists()
     assert checkpoint_steps(run_copy)[-1] == 96
 
@@ -313,9 +313,10 @@ def test_resume_of_a_checkpoint_that_does_not_fit(how, words, run_copy, capsys):
 # --- failed checkpoint writes -----------------------------------------------------------------
 
 def failing_saves(monkeypatch, failing_calls):
-    """Make the trainer's regular checkpoint writes number ``failing_calls`` (1-based) fail as
+    """Make the run's regular checkpoint writes number ``failing_calls`` (1-based) fail as
     on a full disk."""
-    real_save = trainer.save_checkpoint
+    from memarl.train import checkpoint
+    real_save = checkpoint.save_checkpoint
     calls = []
 
     def save(*args, **kwargs):
@@ -324,7 +325,7 @@ def failing_saves(monkeypatch, failing_calls):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
     return calls
 
 
@@ -423,7 +424,7 @@ def test_resume_falls_back_to_best_when_no_regular_checkpoint_loads(run_copy, ca
         path.write_bytes(b"")
     code, out, err = run_cli(["train", "--resume", run_copy, "--total-steps", "96"], capsys)
     assert code == 0, err
-    assert "from best.pt (64 agent-steps)" in out
+    assert "from best.pt (64 agent-steps, its episodes continued)" in out
     assert len(lines(err)) == 1 and "ckpt_000000002_64.pt" in err, err
     assert checkpoint_steps(run_copy)[-1] == 96
 

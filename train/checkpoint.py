@@ -65,6 +65,11 @@ def warn(message: str) -> None:
     print(f"memarl: warning: {message}", file=sys.stderr, flush=True)
 
 
+def os_error_reason(error: OSError) -> str:
+    """An OSError in a few words ("No space left on device")."""
+    return error.strerror or str(error) or type(error).__name__
+
+
 def load_error_summary(error: Exception, limit: int = 200) -> str:
     """The telling line of a ``load_state_dict`` error ("size mismatch for ..."), shortened."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -147,6 +152,60 @@ def save_checkpoint(payload: dict, checkpoint_dir: Path, update: int, agent_step
     atomic_torch_save(payload, path)
     prune_checkpoints(checkpoint_dir, path, keep_last)
     return path
+
+
+class CheckpointWriter:
+    """The checkpoints of one training run: regular ones, and ``best.pt`` whenever the score
+    improves.
+
+    A failed write keeps the last good files: during training a warning, and the next checkpoint
+    time retries; at the end (``final``) a :class:`CheckpointWriteFailed`, since the work since the
+    last good checkpoint is then lost.
+    """
+
+    def __init__(self, checkpoint_dir: Path, keep_last: int, best_score: float = -1.0,
+                 last_good: Path | None = None, last_good_steps: int = 0, run_dir: Path | None = None):
+        self.checkpoint_dir = checkpoint_dir
+        self.keep_last = keep_last
+        self.best_score = best_score
+        """the best score a checkpoint was written for (-1: none yet)"""
+        self.last_good = last_good
+        """the newest checkpoint written (or resumed from)"""
+        self.last_good_steps = last_good_steps
+        self.run_dir = run_dir if run_dir is not None else checkpoint_dir.parent
+
+    def write(self, payload: dict, score: float | None, update: int, agent_steps: int,
+              final: bool) -> None:
+        """Write a regular checkpoint, then best.pt when ``score`` improved (in this order, so
+        that the newest regular checkpoint is never older than best.pt)."""
+        improved = score is not None and score > self.best_score
+        # recorded in the regular checkpoint too, so that a resumed run never replaces best.pt
+        # by a worse policy
+        payload = {**payload, "best_score": score if improved else self.best_score}
+        try:
+            self.last_good = save_checkpoint(payload, self.checkpoint_dir, update, agent_steps,
+                                             self.keep_last)
+            self.last_good_steps = agent_steps
+        except OSError as error:
+            if not final:
+                kept = (f"keeping {self.last_good.name}" if self.last_good is not None
+                        else "no good checkpoint yet")
+                warn(f"checkpoint write failed ({os_error_reason(error)}); {kept}, training "
+                     f"goes on")
+                return
+            since = self.last_good.name if self.last_good is not None else "the start"
+            raise CheckpointWriteFailed(
+                f"final checkpoint write failed ({os_error_reason(error)}); the "
+                f"{agent_steps - self.last_good_steps:,} agent-steps trained since {since} are "
+                f"lost; continue with --resume {self.run_dir} once the problem is fixed") from None
+        if improved:
+            self.best_score = score
+            try:
+                atomic_torch_save({"format": CHECKPOINT_FORMAT, **payload},
+                                  self.checkpoint_dir / BEST_NAME)
+            except OSError as error:
+                warn(f"{BEST_NAME} write failed ({os_error_reason(error)}); keeping the previous "
+                     f"{BEST_NAME}, training goes on")
 
 
 def load_checkpoint(path: Path | str) -> dict:

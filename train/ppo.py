@@ -59,6 +59,9 @@ class PPOConfig:
     """the value head learns returns in units of their running mean and std (sample-factory's
     normalize_returns): with small, rare returns (Sparse rewards) the value loss is otherwise too
     small, next to the unit-size policy loss, to shape the memory they share"""
+    max_nonfinite_updates: Annotated[int, Range(1, 1_000_000)] = 10
+    """updates in a row with a NaN or inf loss (each such minibatch is skipped, see ppo_update)
+    before the run stops with an error instead of training on nothing"""
     value_bootstrap: bool = True
     """on truncation (time limit) add gamma * V(s) to the reward instead of treating it as a terminal state"""
 
@@ -209,8 +212,11 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
     they are denormalised for the advantages, the returns update its statistics, and the value
     head is trained on the returns normalised by the updated statistics.
 
-    Returns the mean diagnostics of the last epoch plus ``explained_variance`` and
-    ``learning_rate``.
+    A minibatch whose loss or gradient norm is not finite (NaN or inf) is skipped: no optimizer
+    step, no learning-rate change. ``nonfinite_minibatches`` counts them.
+
+    Returns the mean diagnostics of the last epoch (over its finite minibatches) plus
+    ``explained_variance``, ``advantage_std``, ``nonfinite_minibatches`` and ``learning_rate``.
     """
     # ---- advantages ---------------------------------------------------------------------------
     values = segment.values                                                    # [T, N, A]
@@ -241,18 +247,24 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
         raise MemarlError(f"num_minibatches ({num_minibatches}) must not exceed the envs of a "
                           f"segment ({num_envs})")
     epoch_stats: dict[str, list[float]] = {}
+    nonfinite_minibatches = 0
     for _ in range(cfg.update_epochs):
         epoch_stats = {}
         for env_ids in np.array_split(generator.permutation(num_envs), num_minibatches):
             idx = torch.as_tensor(env_ids, device=segment.obs.device)
             mb = segment.select_envs(idx)
-            logits, new_values = policy.sequence(mb.obs, mb.state0, mb.first, mb.alive,
-                                                 mb.positions)
+            # through __call__ (the policy's forward = sequence), which DDP needs to all-reduce
+            logits, new_values = policy(mb.obs, mb.state0, mb.first, mb.alive, mb.positions)
             loss, stats = ppo_loss(logits, new_values, mb.actions, mb.logprobs, old_values[:, idx],
                                    advantages[:, idx], value_targets[:, idx], mb.alive, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats["grad_norm"] = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not (torch.isfinite(loss) and torch.isfinite(stats["grad_norm"])):
+                # a NaN or inf would poison the weights and Adam's moments for good: skip the step
+                nonfinite_minibatches += 1
+                optimizer.zero_grad(set_to_none=True)
+                continue
             optimizer.step()
             if cfg.lr_schedule == "kl_adaptive":
                 adapt_learning_rate(optimizer, float(stats["approx_kl"]), cfg)
@@ -260,6 +272,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
                 epoch_stats.setdefault(key, []).append(float(value))
 
     result = {key: float(np.mean(v)) for key, v in epoch_stats.items()}
+    result["nonfinite_minibatches"] = float(nonfinite_minibatches)
     result["explained_variance"] = explained_variance(values, returns, segment.alive)
     result["advantage_std"] = advantage_std
     if return_normalizer is not None:

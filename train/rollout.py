@@ -9,6 +9,7 @@ consumes them.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,35 @@ class RolloutCollector:
     def _positions(self) -> torch.Tensor | None:
         positions = agent_positions(self.env)
         return None if positions is None else self._tensor(positions, torch.long)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the next segment depends on besides the weights and the torch RNG: the env
+        mid-episode (pickled whole: its RNGs, episode counters and maps), its current
+        observation and flags, the policy's memory state and the finished episodes not yet
+        popped. A checkpoint keeps it, so that a resumed run continues its episodes."""
+        return {"env": pickle.dumps(self.env, protocol=pickle.HIGHEST_PROTOCOL),
+                "obs": self.obs, "first": self.first, "alive": self.alive,
+                "policy_state": {k: v.cpu() for k, v in self.state.items()},
+                "finished_episodes": list(self.finished_episodes)}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; raises ValueError (changing nothing) when the saved
+        env or memory state does not fit this collector's env and policy."""
+        env = pickle.loads(saved["env"])
+        if type(env) is not type(self.env):
+            raise ValueError(f"the saved env is a {type(env).__name__}, this run's a "
+                             f"{type(self.env).__name__}")
+        shape = (self.env.num_envs, self.env.num_agents, tuple(self.env.obs_shape))
+        if (env.num_envs, env.num_agents, tuple(env.obs_shape)) != shape:
+            raise ValueError("the saved env has another number of envs, agents or observation "
+                             "shape")
+        state = {k: v.to(self.device) for k, v in saved["policy_state"].items()}
+        expected = {k: (v.shape, v.dtype) for k, v in self.state.items()}
+        if {k: (v.shape, v.dtype) for k, v in state.items()} != expected:
+            raise ValueError("the saved memory state does not fit the policy")
+        self.env, self.state = env, state
+        self.obs, self.first, self.alive = saved["obs"], saved["first"], saved["alive"]
+        self.finished_episodes = list(saved["finished_episodes"])
 
     def pop_finished_episodes(self) -> list[dict]:
         episodes, self.finished_episodes = self.finished_episodes, []

@@ -1,13 +1,22 @@
 """The training run: config, run directory, the collect -> update loop, checkpoints, resume.
 
-Synchronous PPO: the actor (:class:`~memarl.train.rollout.RolloutCollector`) fills one segment,
-the learner (:func:`~memarl.train.ppo.ppo_update`) consumes it. The two meet only through the
-:class:`~memarl.train.rollout.Segment`, so an async engine can replace the loop without touching
-either side. Policy lag (learner version minus the version that acted) is logged; it is 0 here.
+Synchronous PPO, wired from three pieces: the actor (:class:`~memarl.train.rollout.RolloutCollector`)
+fills one segment, the :class:`~memarl.train.learner.Learner` consumes it, and a
+:class:`~memarl.train.checkpoint.CheckpointWriter` keeps the run's files. The actor and the
+learner meet only through the :class:`~memarl.train.rollout.Segment`, so an async engine can
+replace the loop without touching either side. Policy lag (learner version minus the version
+that acted) is logged; it is 0 here.
+
+A checkpoint holds the learner (weights, optimizer with its adaptive rate, return statistics,
+minibatch RNG, update count), the collector (envs mid-episode, memory state) and the process's
+RNG states, with a hash of the settings. Resuming a run of the same settings on the same device
+and thread count therefore continues it exactly: its next update equals the uninterrupted
+run's, bit for bit.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -26,12 +35,12 @@ import torch
 from memarl.configs import Range, option_label, parse_options, validate_fields
 from memarl.errors import MemarlError, TrainingInterrupted
 from memarl.resources import check_training_memory, estimate_training_memory
-from memarl.train.checkpoint import (BEST_NAME, BROKEN_SUFFIX, CHECKPOINT_FORMAT,
-                                     CheckpointWriteFailed, LatestCheckpoint, atomic_torch_save,
-                                     env_config_fields, load_error_summary, move_aside,
-                                     newest_resumable_checkpoint, save_checkpoint, warn)
+from memarl.train.checkpoint import (BROKEN_SUFFIX, CheckpointWriter, LatestCheckpoint,
+                                     env_config_fields, move_aside, newest_resumable_checkpoint,
+                                     os_error_reason, warn)
+from memarl.train.learner import Learner, TrainingDiverged
 from memarl.train.logger import RunLogger
-from memarl.train.ppo import PPOConfig, ReturnNormalizer, ppo_update
+from memarl.train.ppo import PPOConfig
 from memarl.train.rollout import RolloutCollector
 from memarl.train.threads import ThreadShare
 from memarl.train.run_dir import RunDirLock, check_resumable, create_run_dir, open_run_dir
@@ -251,15 +260,12 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, policy: torch.nn.Module,
     except OSError as error:
         tmp.unlink(missing_ok=True)
         # the directory holds only its lock file now, which a new `memarl train` may reuse
-        raise MemarlError(f"cannot write {run_dir / 'config.json'} ({_reason(error)})") from None
+        raise MemarlError(f"cannot write {run_dir / 'config.json'} ({os_error_reason(error)})") from None
 
 
-def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: Any,
-                            policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                            return_normalizer: ReturnNormalizer | None) -> None:
-    """Load a checkpoint into ``policy``, ``optimizer`` and ``return_normalizer`` (when the run
-    normalises returns), or raise a one-line MemarlError naming how it does not fit this run
-    (nothing is written either way)."""
+def check_checkpoint_fits(path: Path, payload: dict, cfg: TrainConfig, env: Any) -> None:
+    """Raise a one-line MemarlError naming how a checkpoint does not fit this run's agent and env
+    (nothing is read into the run either way)."""
     if payload["agent"] != cfg.agent:
         raise MemarlError(f"cannot resume: {path} holds agent {payload['agent']!r}, the run's "
                           f"config says {cfg.agent!r}")
@@ -272,33 +278,58 @@ def restore_from_checkpoint(path: Path, payload: dict, cfg: TrainConfig, env: An
     if payload.get("num_actions") != env.num_actions:
         raise MemarlError(f"cannot resume: {path} was trained with {payload.get('num_actions')} "
                           f"actions, the env has {env.num_actions}")
-    missing = [key for key in ("optimizer", "update", "agent_steps") if key not in payload]
-    if missing:
-        raise MemarlError(f"cannot resume: {path} lacks {', '.join(missing)}")
-    if return_normalizer is not None and "return_normalizer" not in payload:
-        raise MemarlError(f"cannot resume: {path} lacks the return statistics that "
-                          f"normalize_returns needs")
-    try:
-        policy.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise MemarlError(f"cannot resume: the weights in {path} do not fit agent {cfg.agent!r} "
-                          f"as configured ({load_error_summary(error)})") from None
-    try:
-        optimizer.load_state_dict(payload["optimizer"])
-        # Adam checks only the number of parameters per group; check each moment's shape too
-        for param, state in optimizer.state.items():
-            for moment in ("exp_avg", "exp_avg_sq"):
-                if moment in state and state[moment].shape != param.shape:
-                    raise ValueError(f"{moment} of shape {list(state[moment].shape)} for a "
-                                     f"parameter of shape {list(param.shape)}")
-    except (ValueError, KeyError, TypeError, RuntimeError) as error:
-        raise MemarlError(f"cannot resume: the optimizer state in {path} does not fit the model "
-                          f"({load_error_summary(error)})") from None
-    if return_normalizer is not None:
-        return_normalizer.load_state_dict(payload["return_normalizer"])
+    if "agent_steps" not in payload:
+        raise MemarlError(f"cannot resume: {path} lacks agent_steps")
 
 
-def report_resume(run_dir: Path, resumed: LatestCheckpoint, out) -> None:
+def config_fingerprint(cfg: TrainConfig) -> str:
+    """A hash of the settings a resumed run may not change (all but ``RESUMABLE_FIELDS``): a
+    checkpoint's collector state and RNG states are restored only into a run of the same one."""
+    data = {k: v for k, v in config_to_dict(cfg).items()
+            if k not in RESUMABLE_FIELDS and k != "run_dir"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The process's RNG states (action sampling and dropout draw from torch's)."""
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+              "python": random.getstate()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def continue_episodes(path: Path, payload: dict, fingerprint: str, collector: RolloutCollector,
+                      device: torch.device) -> bool:
+    """Put the checkpoint's envs, memory state and RNG states back into this run, so that its
+    next update equals the uninterrupted run's. False (the run starts fresh episodes) for a
+    checkpoint without them, written under other settings, or whose saved envs no longer load
+    (written by another version of memarl)."""
+    saved, rng = payload.get("collector"), payload.get("rng")
+    if saved is None or rng is None:
+        return False
+    if payload.get("config_hash") != fingerprint:
+        _note(f"{path.name} was written under other settings; the run starts fresh episodes")
+        return False
+    try:
+        collector.load_state_dict(saved)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure leaves fresh episodes
+        warn(f"cannot continue the episodes saved in {path.name} ({type(error).__name__}: "
+             f"{str(error)[:120]}); the run starts fresh episodes")
+        return False
+    set_rng_states(rng, device)
+    return True
+
+
+def report_resume(run_dir: Path, resumed: LatestCheckpoint, out, continued: bool) -> None:
     """Say in one line where a resumed run starts; move unreadable newer checkpoints aside so
     that neither this run's pruning nor a later ``latest`` trips over them again."""
     start = (f"resuming from {resumed.path.name}" if resumed.path is not None
@@ -310,16 +341,13 @@ def report_resume(run_dir: Path, resumed: LatestCheckpoint, out) -> None:
     elif resumed.path is None:
         _note(f"{run_dir} has no checkpoint yet; {start}")
     if resumed.path is not None:
+        episodes = "its episodes continued" if continued else "fresh episodes"
         print(f"resuming {run_dir} from {resumed.path.name} "
-              f"({resumed.payload['agent_steps']:,} agent-steps)", file=out, flush=True)
+              f"({resumed.payload['agent_steps']:,} agent-steps, {episodes})", file=out, flush=True)
 
 
 def _note(message: str) -> None:
     print(f"memarl: note: {message}", file=sys.stderr, flush=True)
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error) or type(error).__name__
 
 
 class _StopRequest:
@@ -383,15 +411,15 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     # and locked only once everything the run needs is built and checked
     lock = prepare_run_dir(cfg, resume=True) if resume else None
     try:
-        optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.ppo.learning_rate, eps=1e-6)
-        update, agent_steps, best_score = 0, 0, -1.0
-        return_normalizer = ReturnNormalizer() if cfg.ppo.normalize_returns else None
-        generator = np.random.default_rng(cfg.seed)
+        learner = Learner(policy, cfg.ppo, cfg.seed)
+        agent_steps, best_score = 0, -1.0
+        fingerprint = config_fingerprint(cfg)
         resumed = newest_resumable_checkpoint(checkpoint_dir) if resume else None
-        if resumed is not None and resumed.payload is not None:
-            restore_from_checkpoint(resumed.path, resumed.payload, cfg, env, policy, optimizer,
-                                    return_normalizer)
-            update, agent_steps = resumed.payload["update"], resumed.payload["agent_steps"]
+        payload = resumed.payload if resumed is not None else None
+        if payload is not None:
+            check_checkpoint_fits(resumed.path, payload, cfg, env)
+            learner.load_state_dict(payload, resumed.path, cfg.agent)
+            agent_steps = payload["agent_steps"]
             if cfg.total_steps <= agent_steps:
                 raise MemarlError(f"run {run_dir} is already at {agent_steps:,} agent-steps "
                                   f"({resumed.path.name}); --total-steps must exceed it "
@@ -399,22 +427,22 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             # a best score in another metric says nothing of this one; checkpoints that do not
             # name their metric were ranked by the first of CSR / avg_throughput their env
             # reported, which is the metric the env declares
-            if resumed.payload.get("score_metric", env.score_metric) == env.score_metric:
-                best_score = resumed.payload.get("best_score",
-                                                 resumed.payload.get("best_csr", -1.0))
-            generator = np.random.default_rng([cfg.seed, update])
-            torch.manual_seed(cfg.seed + update)
+            if payload.get("score_metric", env.score_metric) == env.score_metric:
+                best_score = payload.get("best_score", payload.get("best_csr", -1.0))
+            torch.manual_seed(cfg.seed + learner.version)
         # the collector's first env.reset() runs here: an env that fails only at reset fails
         # before a new run directory exists
         collector = RolloutCollector(env, policy, cfg.rollout_len, device,
-                                     seed=cfg.seed + 1_000_003 * update)
+                                     seed=cfg.seed + 1_000_003 * learner.version)
+        continued = payload is not None and continue_episodes(resumed.path, payload, fingerprint,
+                                                              collector, device)
         if lock is None:
             lock = prepare_run_dir(cfg, resume=False)
             lock.remove_orphan_temp_files()
             write_run_config(run_dir, cfg, policy, command_line)
         else:
             lock.remove_orphan_temp_files()
-            report_resume(run_dir, resumed, out)
+            report_resume(run_dir, resumed, out, continued)
         if lock.stale is not None:
             _note(f"run directory {run_dir} was left locked by {lock.stale.describe()}, which "
                   f"is gone; took it over")
@@ -423,8 +451,9 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                            score_metric=env.score_metric)
         logger.text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
         logger.set_start(agent_steps)
-        last_good = resumed.path if resumed is not None else None
-        last_good_steps = agent_steps
+        checkpoints = CheckpointWriter(checkpoint_dir, cfg.keep_checkpoints, best_score,
+                                       last_good=resumed.path if resumed is not None else None,
+                                       last_good_steps=agent_steps, run_dir=run_dir)
 
         # the checkpoint describes its env whole, so that eval and render rebuild the training
         # observation from it even after a default changes (env/env_options stay for readers)
@@ -434,69 +463,40 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                            "env_config": env_config_fields(env.config),
                            "score_metric": env.score_metric}
 
-        def checkpoint_payload() -> dict:
-            return {
+        def write_checkpoint(final: bool) -> None:
+            payload = {
                 "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
                 **env_description,
                 "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
-                "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                "update": update, "agent_steps": agent_steps, "best_score": best_score,
-                "config": config_to_dict(cfg),
-                **({} if return_normalizer is None
-                   else {"return_normalizer": return_normalizer.state_dict()}),
+                **learner.state_dict(), "agent_steps": agent_steps,
+                "config": config_to_dict(cfg), "config_hash": fingerprint,
+                "collector": collector.state_dict(), "rng": rng_states(device),
             }
-
-        def write_checkpoint(final: bool) -> None:
-            """Write a regular checkpoint, then best.pt when the score improved (in this order,
-            so that the newest regular checkpoint is never older than best.pt). A failed write
-            keeps the last good files: during training a warning, and the next checkpoint time
-            retries; at the end an error, since the work since the last good one is lost."""
-            nonlocal best_score, last_good, last_good_steps
-            payload = checkpoint_payload()
-            score = logger.score()
-            improved = score is not None and score > best_score
-            if improved:
-                # recorded in the regular checkpoint too, so that a resumed run never replaces
-                # best.pt by a worse policy
-                payload["best_score"] = score
-            try:
-                last_good = save_checkpoint(payload, checkpoint_dir, update, agent_steps,
-                                            cfg.keep_checkpoints)
-                last_good_steps = agent_steps
-            except OSError as error:
-                if not final:
-                    kept = (f"keeping {last_good.name}" if last_good is not None
-                            else "no good checkpoint yet")
-                    warn(f"checkpoint write failed ({_reason(error)}); {kept}, training goes on")
-                    return
-                since = last_good.name if last_good is not None else "the start"
-                raise CheckpointWriteFailed(
-                    f"final checkpoint write failed ({_reason(error)}); the "
-                    f"{agent_steps - last_good_steps:,} agent-steps trained since {since} are "
-                    f"lost; continue with --resume {run_dir} once the problem is fixed") from None
-            if improved:
-                best_score = score
-                try:
-                    atomic_torch_save({"format": CHECKPOINT_FORMAT, **payload},
-                                      checkpoint_dir / BEST_NAME)
-                except OSError as error:
-                    warn(f"{BEST_NAME} write failed ({_reason(error)}); keeping the previous "
-                         f"{BEST_NAME}, training goes on")
+            checkpoints.write(payload, logger.score(), learner.version, agent_steps, final)
 
         last_checkpoint = time.time()
         with _StopRequest() as stop, ThreadShare(cfg.torch_threads) as threads:
             while agent_steps < cfg.total_steps and not stop.requested:
                 t0 = time.time()
                 policy.eval()
-                segment, next_value = collector.collect(policy_version=update)
+                segment, next_value = collector.collect(policy_version=learner.version)
                 t1 = time.time()
-                policy.train()
-                stats = ppo_update(policy, optimizer, segment, next_value, cfg.ppo, generator,
-                                   return_normalizer)
+                lag = learner.version - segment.policy_version
+                try:
+                    stats = learner.learn(segment, next_value)
+                except TrainingDiverged as error:
+                    kept = (f"{checkpoints.last_good.name} ({checkpoints.last_good_steps:,} "
+                            f"agent-steps)" if checkpoints.last_good is not None else "none")
+                    raise TrainingDiverged(f"{error}; the run stops without a new checkpoint; "
+                                           f"the last one is {kept}. Lower --max-learning-rate "
+                                           f"or check the env's rewards, then --resume "
+                                           f"{run_dir}") from None
                 t2 = time.time()
-                lag = update - segment.policy_version
-                update += 1
                 agent_steps += segment.num_agent_steps
+                if stats["nonfinite_minibatches"]:
+                    warn(f"update {learner.version}: the loss was NaN or inf in "
+                         f"{stats['nonfinite_minibatches']:.0f} minibatch(es); their steps were "
+                         f"skipped")
 
                 logger.episodes(collector.pop_finished_episodes(), agent_steps)
                 logger.scalars({f"losses/{k}": v for k, v in stats.items()
@@ -509,7 +509,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                     "async/policy_lag_avg": float(lag), "async/policy_lag_max": float(lag),
                     "perf/torch_threads": float(threads.threads),
                 }, agent_steps)
-                logger.progress(agent_steps, update)
+                logger.progress(agent_steps, learner.version)
                 threads.update()  # a neighbour run started or ended: re-share the cores
                 if time.time() - last_checkpoint >= cfg.checkpoint_every_s:
                     write_checkpoint(final=False)
@@ -517,7 +517,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         try:
             write_checkpoint(final=True)
         finally:
-            logger.progress(agent_steps, update, force=True)
+            logger.progress(agent_steps, learner.version, force=True)
             logger.close()
     finally:
         if lock is not None:

@@ -51,7 +51,7 @@ FIRST_KINDS = ["before-first-checkpoint", "during-write", "before-first-checkpoi
 KINDS = ("before-first-checkpoint", "during-write", "random")
 START_TIMEOUT_S = 180.0
 """how long a process may take to start training (imports on a loaded 2-core machine)"""
-_RESUMED = re.compile(r"^resuming .+ from (\S+) \(([\d,]+) agent-steps\)")
+_RESUMED = re.compile(r"^resuming .+ from (\S+) \(([\d,]+) agent-steps(?:, ([^)]*))?\)")
 _FROM_ZERO = "starting at step 0"
 
 
@@ -68,6 +68,8 @@ class TrainProcess:
         self.stderr: list[str] = []
         self.resumed_from: tuple[str, int] | None = None
         """(checkpoint name, agent-steps) from the resume line; ("", 0) for a start at step 0"""
+        self.episodes: str | None = None
+        """what the resume line says of the episodes ("its episodes continued")"""
         self.training = threading.Event()
         self.readers = [threading.Thread(target=self._read, args=(self.process.stdout, self.stdout),
                                          daemon=True),
@@ -82,6 +84,7 @@ class TrainProcess:
             match = _RESUMED.match(line)
             if match:
                 self.resumed_from = (match[1], int(match[2].replace(",", "")))
+                self.episodes = match[3]
                 self.training.set()
             elif _FROM_ZERO in line:
                 self.resumed_from = ("", 0)
@@ -197,6 +200,10 @@ def run_kill_resume(run_dir: Path, kills: int = 10, seed: int = 0) -> dict:
         if not new_run:
             resumes_started += 1
             entry["resumed_from"] = process.resumed_from
+            entry["episodes"] = process.episodes
+            if good_steps and process.episodes != "its episodes continued":
+                problems.append(f"round {index}: the resume from {good_name} did not continue "
+                                f"its episodes ({process.episodes})")
             entry["expected_from"] = [good_name, good_steps]
             if process.resumed_from is None or process.resumed_from[1] != good_steps:
                 problems.append(f"round {index}: resumed from {process.resumed_from}, the last "
