@@ -17,8 +17,13 @@ during-write; the rest are drawn at random (seeded). Checked after every kill an
 - every resume starts training (exit code 0 at the end, or killed by us; never an error);
 - it resumes from the newest good checkpoint left by the kill, or from step 0 when none exists,
   so agent-steps never go back past the last good checkpoint, and that checkpoint never regresses;
+- a resume from a checkpoint continues the checkpoint's episodes (its envs, memory and RNG
+  states: the resume line says "its episodes continued");
 - the temp files that a kill left behind are gone once the resume has started;
 - the final resume completes with exit code 0 and a checkpoint at its total steps.
+
+Reported: the training time each kill threw away (``training_lost_s``: from the newest
+checkpoint, or the start of that process's training, to the kill) and the most of it.
 
 Run: ``.venv/bin/python eval/benchmarks/kill_resume.py [--kills 10] [--seed 0]``; it prints
 and writes a JSON summary (default eval/benchmarks/kill_resume.json). tests/test_kill_resume.py
@@ -190,7 +195,9 @@ def run_kill_resume(run_dir: Path, kills: int = 10, seed: int = 0) -> dict:
                 if new_run else ["--resume", str(run_dir)])
         process = TrainProcess(args, run_dir)
         entry: dict = {"round": index, "command": "train" if new_run else "resume"}
-        if not process.wait_training(new_run):
+        started = process.wait_training(new_run)
+        training_from = time.time()
+        if not started:
             code = process.kill()
             problems.append(f"round {index}: did not start training (exit {code}): "
                             f"{process.error_text()}")
@@ -226,6 +233,11 @@ def run_kill_resume(run_dir: Path, kills: int = 10, seed: int = 0) -> dict:
                             f"to {new_steps} agent-steps")
         good_name, good_steps = new_name, new_steps
         entry["last_good_after_kill"] = [good_name, good_steps]
+        # training time the kill threw away: since the newest checkpoint or since this process
+        # began training, whichever is later
+        saved_at = (run_dir / "checkpoints" / good_name).stat().st_mtime if good_name else 0.0
+        killed_at = process.started_at + entry["kill_after_start_s"]
+        entry["training_lost_s"] = round(max(0.0, killed_at - max(saved_at, training_from)), 3)
         orphans = set(entry["temp_files_left"])
         entry["stderr"] = [line for line in process.stderr if line.strip()][-3:]
         rounds.append(entry)
@@ -267,6 +279,7 @@ def run_kill_resume(run_dir: Path, kills: int = 10, seed: int = 0) -> dict:
         "seed": seed,
         "resumes_started": resumes_started,
         "resumes_succeeded": resumes_ok,
+        "most_training_lost_s": max((r.get("training_lost_s", 0.0) for r in rounds), default=0.0),
         "rounds": rounds,
         "final": final,
         "wall_s": round(time.time() - t0, 1),
