@@ -103,7 +103,7 @@ def test_unloadable_saved_envs_fall_back_with_a_warning(tmp_path, capsys):
     train(split, quiet=True)
     path = newest_readable_checkpoint(tmp_path / "split" / "checkpoints").path
     payload = torch.load(path, weights_only=False)
-    payload["collector"]["env"] = b"not a pickle"
+    payload["collector"]["env_zlib"] = b"not a compressed pickle"
     atomic_torch_save(payload, path)
     train(load_resume_config(tmp_path / "split", {"total_steps": split.total_steps * 2}),
           resume=True, quiet=True)
