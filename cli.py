@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             _render(args)
         elif args.command == "report":
             _report(args)
-    except (CheckpointWriteFailed, TrainingDiverged) as error:  # not the input; the message says what is lost
+    # not the input (the disk, a diverged run); the message says what is lost and how to go on
+    except (CheckpointWriteFailed, TrainingDiverged) as error:
         print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except MemarlError as error:

@@ -25,7 +25,8 @@ def synthetic_segment(policy, seed=0) -> tuple[Segment, torch.Tensor]:
     shape = (T, N, A)
     segment = Segment(
         obs=torch.rand(T, N, A, *OBS, generator=g), actions=torch.randint(0, 5, shape, generator=g),
-        logprobs=torch.full(shape, float(np.log(1 / 5))), values=torch.randn(shape, generator=g) * 0.1,
+        logprobs=torch.full(shape, float(np.log(1 / 5))),
+        values=torch.randn(shape, generator=g) * 0.1,
         rewards=torch.randn(shape, generator=g), terminated=torch.zeros(shape, dtype=torch.bool),
         truncated=torch.zeros(shape, dtype=torch.bool), first=torch.zeros(shape, dtype=torch.bool),
         alive=torch.ones(shape, dtype=torch.bool), state0=policy.initial_state(N, A),

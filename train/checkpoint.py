@@ -164,7 +164,8 @@ class CheckpointWriter:
     """
 
     def __init__(self, checkpoint_dir: Path, keep_last: int, best_score: float = -1.0,
-                 last_good: Path | None = None, last_good_steps: int = 0, run_dir: Path | None = None):
+                 last_good: Path | None = None, last_good_steps: int = 0,
+                 run_dir: Path | None = None):
         self.checkpoint_dir = checkpoint_dir
         self.keep_last = keep_last
         self.best_score = best_score

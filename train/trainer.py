@@ -1,10 +1,12 @@
 """The training run: config, run directory, the collect -> update loop, checkpoints, resume.
 
-Synchronous PPO, wired from three pieces: the actor (:class:`~memarl.train.rollout.RolloutCollector`)
-fills one segment, the :class:`~memarl.train.learner.Learner` consumes it, and a
+Synchronous PPO, wired from three pieces: the actor
+(:class:`~memarl.train.rollout.RolloutCollector`) fills one segment, the
+:class:`~memarl.train.learner.Learner` consumes it, and a
 :class:`~memarl.train.checkpoint.CheckpointWriter` keeps the run's files. The actor and the
 learner meet only through the :class:`~memarl.train.rollout.Segment`, so an async engine can
-replace the loop without touching either side. Policy lag (learner version minus the version
+replace the loop without touching either side (:mod:`memarl.train.transport` carries weights and
+segments between processes). Policy lag (learner version minus the version
 that acted) is logged; it is 0 here.
 
 A checkpoint holds the learner (weights, optimizer with its adaptive rate, return statistics,
@@ -260,7 +262,8 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, policy: torch.nn.Module,
     except OSError as error:
         tmp.unlink(missing_ok=True)
         # the directory holds only its lock file now, which a new `memarl train` may reuse
-        raise MemarlError(f"cannot write {run_dir / 'config.json'} ({os_error_reason(error)})") from None
+        raise MemarlError(f"cannot write {run_dir / 'config.json'} "
+                          f"({os_error_reason(error)})") from None
 
 
 def check_checkpoint_fits(path: Path, payload: dict, cfg: TrainConfig, env: Any) -> None:
@@ -343,7 +346,8 @@ def report_resume(run_dir: Path, resumed: LatestCheckpoint, out, continued: bool
     if resumed.path is not None:
         episodes = "its episodes continued" if continued else "fresh episodes"
         print(f"resuming {run_dir} from {resumed.path.name} "
-              f"({resumed.payload['agent_steps']:,} agent-steps, {episodes})", file=out, flush=True)
+              f"({resumed.payload['agent_steps']:,} agent-steps, {episodes})", file=out,
+              flush=True)
 
 
 def _note(message: str) -> None:
@@ -464,7 +468,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                            "score_metric": env.score_metric}
 
         def write_checkpoint(final: bool) -> None:
-            payload = {
+            run_state = {
                 "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
                 **env_description,
                 "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
@@ -472,7 +476,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                 "config": config_to_dict(cfg), "config_hash": fingerprint,
                 "collector": collector.state_dict(), "rng": rng_states(device),
             }
-            checkpoints.write(payload, logger.score(), learner.version, agent_steps, final)
+            checkpoints.write(run_state, logger.score(), learner.version, agent_steps, final)
 
         last_checkpoint = time.time()
         with _StopRequest() as stop, ThreadShare(cfg.torch_threads) as threads:

@@ -55,7 +55,8 @@ class SharedWeights:
         self._counters[1] = version
         self._counters[0] += 1  # even: whole
 
-    def pull(self, policy: torch.nn.Module, have_version: int, timeout_s: float = 10.0) -> int | None:
+    def pull(self, policy: torch.nn.Module, have_version: int,
+             timeout_s: float = 10.0) -> int | None:
         """Copy the published weights into ``policy`` when they are newer than ``have_version``;
         returns their version, or None when there is nothing newer. Raises TimeoutError when no
         whole copy could be read for ``timeout_s`` (a publisher that died mid-write)."""
