@@ -164,8 +164,7 @@ class CheckpointWriter:
     """
 
     def __init__(self, checkpoint_dir: Path, keep_last: int, best_score: float = -1.0,
-                 last_good: Path | None = None, last_good_steps: int = 0,
-                 run_dir: Path | None = None):
+                 last_good: Path | None = None, last_good_steps: int = 0):
         self.checkpoint_dir = checkpoint_dir
         self.keep_last = keep_last
         self.best_score = best_score
@@ -173,7 +172,6 @@ class CheckpointWriter:
         self.last_good = last_good
         """the newest checkpoint written (or resumed from)"""
         self.last_good_steps = last_good_steps
-        self.run_dir = run_dir if run_dir is not None else checkpoint_dir.parent
 
     def write(self, payload: dict, score: float | None, update: int, agent_steps: int,
               final: bool) -> None:
@@ -198,7 +196,7 @@ class CheckpointWriter:
             raise CheckpointWriteFailed(
                 f"final checkpoint write failed ({os_error_reason(error)}); the "
                 f"{agent_steps - self.last_good_steps:,} agent-steps trained since {since} are "
-                f"lost; continue with --resume {self.run_dir} once the problem is fixed") from None
+                f"lost; continue with --resume {self.checkpoint_dir.parent} once the problem is fixed") from None
         if improved:
             self.best_score = score
             try:

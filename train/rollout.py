@@ -20,6 +20,11 @@ from memarl.envs.base import agent_positions
 
 State = dict[str, torch.Tensor]
 
+FLOAT_FIELDS = ("logprobs", "values", "rewards")
+"""the float32 ``[T, N, A]`` fields of a :class:`Segment`"""
+FLAG_FIELDS = ("terminated", "truncated", "first", "alive")
+"""the bool ``[T, N, A]`` fields of a :class:`Segment`"""
+
 
 @dataclasses.dataclass
 class Segment:
@@ -85,9 +90,9 @@ class RolloutCollector:
         steps, n, a = self.rollout_len, self.env.num_envs, self.env.num_agents
         obs_buf = torch.empty((steps, n, a, *self.env.obs_shape), device=self.device)
         buffers = {name: torch.empty((steps, n, a), device=self.device)
-                   for name in ("logprobs", "values", "rewards")}
+                   for name in FLOAT_FIELDS}
         flags = {name: torch.empty((steps, n, a), dtype=torch.bool, device=self.device)
-                 for name in ("terminated", "truncated", "first", "alive")}
+                 for name in FLAG_FIELDS}
         actions_buf = torch.empty((steps, n, a), dtype=torch.long, device=self.device)
         positions_buf = None
         if agent_positions(self.env) is not None:

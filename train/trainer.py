@@ -440,6 +440,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
                                      seed=cfg.seed + 1_000_003 * learner.version)
         continued = payload is not None and continue_episodes(resumed.path, payload, fingerprint,
                                                               collector, device)
+        env = collector.env  # the saved envs when the episodes continue: one env object, not two
         if lock is None:
             lock = prepare_run_dir(cfg, resume=False)
             lock.remove_orphan_temp_files()
@@ -457,7 +458,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         logger.set_start(agent_steps)
         checkpoints = CheckpointWriter(checkpoint_dir, cfg.keep_checkpoints, best_score,
                                        last_good=resumed.path if resumed is not None else None,
-                                       last_good_steps=agent_steps, run_dir=run_dir)
+                                       last_good_steps=agent_steps)
 
         # the checkpoint describes its env whole, so that eval and render rebuild the training
         # observation from it even after a default changes (env/env_options stay for readers)

@@ -20,10 +20,7 @@ from typing import Any
 import torch
 
 from memarl.envs.base import agent_positions
-from memarl.train.rollout import Segment
-
-_FLAGS = ("terminated", "truncated", "first", "alive")
-_FLOATS = ("logprobs", "values", "rewards")
+from memarl.train.rollout import FLAG_FIELDS, FLOAT_FIELDS, Segment
 
 
 class SharedWeights:
@@ -114,8 +111,8 @@ class SegmentSlots:
 
         self.tensors = {"obs": zeros((*lead, *shape.obs_shape), torch.float32),
                         "actions": zeros(lead, torch.long)}
-        self.tensors.update({name: zeros(lead, torch.float32) for name in _FLOATS})
-        self.tensors.update({name: zeros(lead, torch.bool) for name in _FLAGS})
+        self.tensors.update({name: zeros(lead, torch.float32) for name in FLOAT_FIELDS})
+        self.tensors.update({name: zeros(lead, torch.bool) for name in FLAG_FIELDS})
         if shape.positions:
             self.tensors["positions"] = zeros((*lead, 2), torch.long)
         self.state0 = {name: zeros((num_slots, *size), dtype)
