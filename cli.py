@@ -130,6 +130,7 @@ def command_configs() -> dict[str, list[tuple[type, tuple[str, ...]]]]:
     The parser is built from these, so the fuzz harness (tests/fuzz.py) finds every option here.
     """
     from memarl.eval.bench import BenchEnvConfig
+    from memarl.eval.bench_train import BenchTrainConfig
     from memarl.eval.evaluate import EvalConfig
     from memarl.eval.render import RenderConfig
     from memarl.eval.report import ReportConfig
@@ -137,6 +138,7 @@ def command_configs() -> dict[str, list[tuple[type, tuple[str, ...]]]]:
     from memarl.train.trainer import TrainConfig
     return {"train": [(TrainConfig, TRAIN_SKIP), (PPOConfig, ())], "eval": [(EvalConfig, ())],
             "render": [(RenderConfig, ())], "bench env": [(BenchEnvConfig, ())],
+            "bench train": [(BenchTrainConfig, ())],
             "report": [(ReportConfig, REPORT_SKIP)]}
 
 
@@ -205,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_what = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
     bench_env = bench_what.add_parser("env", help="agent-steps/s of our batched env vs pogema 1.4.0")
     _add_dataclass_options(bench_env, configs["bench env"][0][0], positional=POSITIONAL["bench env"])
+    bench_train = bench_what.add_parser(
+        "train", help="agent-steps/s, score and time profile of the training engines side by side",
+        description="Train the same agent on the same env for the same agent-steps with each "
+        "engine (sync, async) in this process; print agent-steps/s, their ratios, the score "
+        "each reached and where the time went.")
+    _add_dataclass_options(bench_train, configs["bench train"][0][0])
     return parser
 
 
@@ -301,6 +309,16 @@ def _list_suites() -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     import json
+
+    if args.what == "train":
+        from memarl.eval.bench_train import (BenchTrainConfig, bench_train, format_bench_train,
+                                             write_outputs)
+        cfg = BenchTrainConfig(**_given(args, BenchTrainConfig))
+        files = cfg.validate()
+        result = bench_train(cfg)
+        print(format_bench_train(result))
+        write_outputs(result, files)
+        return
 
     from memarl.eval.bench import BenchEnvConfig, bench_env, format_bench
     cfg = BenchEnvConfig(**_given(args, BenchEnvConfig))

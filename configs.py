@@ -206,8 +206,9 @@ def validate_fields(config: Any, label: Callable[[str], str] | None = None) -> N
 
 
 def option_label(name: str) -> str:
-    """How the CLI spells a config field: ``total_steps`` -> ``--total-steps``."""
-    return "--" + name.replace("_", "-")
+    """How the CLI spells a config field: ``total_steps`` -> ``--total-steps``; a field named
+    after a Python keyword drops its trailing underscore (``async_`` -> ``--async``)."""
+    return "--" + name.rstrip("_").replace("_", "-")
 
 
 @functools.lru_cache(maxsize=None)

@@ -30,11 +30,12 @@ from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
 from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import MemoryGrad, MemoryGradOptions
 from memarl.memory.linear_attention import AGaLiTeCore, DecayForm, GaLiTeCore
 
 
 @dataclasses.dataclass
-class LinearTransformerConfig(EncoderConfig, SharedMemoryOptions):
+class LinearTransformerConfig(EncoderConfig, SharedMemoryOptions, MemoryGradOptions):
     """Fields shared by GaLiTe and AGaLiTe (encoder and broadcast fields inherited)."""
 
     num_layers: Annotated[int, Range(1, 64)] = 1
@@ -52,9 +53,10 @@ class LinearTransformerConfig(EncoderConfig, SharedMemoryOptions):
     """initial b_g of the GRU-type gates (2: the blocks start close to the identity)"""
     eps: Annotated[float, Range(0, 1, low_exclusive=True)] = 1e-5
     """ε added to the normaliser s·q of the read-out"""
-    bptt: bool = True
-    """backpropagate through the recurrent state across a ``sequence`` segment (the parallel
-    form); False truncates the gradient at every step (and loops ``step``)"""
+    memory_grad: MemoryGrad = "own"
+    """gradients through the recurrent state within a segment (the parallel form): 'own',
+    'segment' (also through the other agents' memories it reads, with shared memory) or 'none'
+    (truncated at every step, and ``step`` is looped)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()

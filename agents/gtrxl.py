@@ -24,7 +24,7 @@ the agent the whole episode.
 
 Online-PPO adaptation (details in :mod:`memarl.memory.xl_cache`): the rollout stores the cache
 at segment start (``state0``, stop-gradient and used as stored: stale K/V, like an RNN state);
-the learner recomputes the segment in parallel with the current weights; ``bptt`` chooses
+the learner recomputes the segment in parallel with the current weights; ``memory_grad`` chooses
 whether gradients reach the earlier steps' keys/values inside a segment.
 """
 from __future__ import annotations
@@ -36,11 +36,12 @@ from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
 from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import MemoryGrad, MemoryGradOptions
 from memarl.memory.xl_cache import XLCacheCore
 
 
 @dataclasses.dataclass
-class GTrXLConfig(EncoderConfig, SharedMemoryOptions):
+class GTrXLConfig(EncoderConfig, SharedMemoryOptions, MemoryGradOptions):
     """GTrXL agent (encoder fields from :class:`EncoderConfig`, broadcast options from
     :class:`~memarl.memory.broadcast.SharedMemoryOptions`)."""
 
@@ -56,10 +57,11 @@ class GTrXLConfig(EncoderConfig, SharedMemoryOptions):
     """MLP hidden width = mlp_ratio * d_model"""
     gate_bias: Annotated[float, Range(-100, 100)] = 2.0
     """initial b_g of the GRU gates (2 in the paper: blocks start near the identity)"""
-    bptt: bool = True
+    memory_grad: MemoryGrad = "own"
     """in the learner's segment, gradients reach the keys/values of earlier steps of the same
-    segment (Transformer-XL training); False: only the query's own step (sequence-to-one). The
-    cache at segment start never gets gradients"""
+    segment (Transformer-XL training): 'own', or 'segment' also the other agents' memories it
+    reads (shared memory); 'none': only the query's own step (sequence-to-one). The cache at
+    segment start never gets gradients"""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,7 +21,7 @@ from torch import nn
 from memarl.agents.base import State
 from memarl.agents.encoders import make_encoder, orthogonal_init, require
 from memarl.errors import MemarlError
-from memarl.memory.core import MemoryCore
+from memarl.memory.core import MemoryCore, translate_legacy_memory_options
 
 
 class ActorCriticHeads(nn.Module):
@@ -52,7 +52,9 @@ def registered_with(config_class: type, presets: dict[str, dict[str, Any]]):
 
 def build_config(cls: type, agent: str, presets: dict[str, dict[str, Any]], preset: str,
                  overrides: dict[str, Any]):
-    """``cls(**presets[preset], **overrides)``, with one-line errors for unknown names."""
+    """``cls(**presets[preset], **overrides)``, with one-line errors for unknown names. Flags
+    that ``memory_grad`` replaced (in configs saved before it) are translated."""
+    overrides = translate_legacy_memory_options(overrides)
     if preset not in presets:
         raise MemarlError(f"unknown preset {preset!r} for agent {agent!r}; "
                           f"valid presets: {', '.join(sorted(presets))}")

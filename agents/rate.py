@@ -25,11 +25,12 @@ from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
 from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import MemoryGrad, MemoryGradOptions
 from memarl.memory.memory_tokens import MemoryTokenCore
 
 
 @dataclasses.dataclass
-class RATEConfig(EncoderConfig, SharedMemoryOptions):
+class RATEConfig(EncoderConfig, SharedMemoryOptions, MemoryGradOptions):
     """RATE agent (encoder fields from :class:`EncoderConfig`, broadcast options from
     :class:`~memarl.memory.broadcast.SharedMemoryOptions`; with ``share_memory`` every agent
     broadcasts its m memory tokens)."""
@@ -56,10 +57,11 @@ class RATEConfig(EncoderConfig, SharedMemoryOptions):
     """feed-forward width = ffn_ratio * d_model in every layer; 0 skips the FFN (RATE T-Maze)"""
     dropout: Annotated[float, Range(0, 1, high_exclusive=True)] = 0.0
     """dropout on the input tokens, attention probabilities and residual branches"""
-    bptt: bool = True
-    """backpropagate through the memory tokens across memory-segment boundaries inside a PPO
-    segment (RMT-style); False detaches the memory at every write (RATE's released training:
-    the write path and the MRV then get no gradient)"""
+    memory_grad: MemoryGrad = "own"
+    """gradients through the memory tokens across memory-segment boundaries inside a PPO
+    segment (RMT-style): 'own', or 'segment' also through the other agents' memories (shared
+    memory); 'none' detaches the memory at every write (RATE's released training: the write
+    path and the MRV then get no gradient)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -16,18 +16,19 @@ from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
 from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import MemoryGrad, MemoryGradOptions
 from memarl.memory.recurrent import RecurrentCore
 
 
 @dataclasses.dataclass
-class RecurrentConfig(EncoderConfig, SharedMemoryOptions):
+class RecurrentConfig(EncoderConfig, SharedMemoryOptions, MemoryGradOptions):
     """Fields shared by the recurrent agents (encoder and broadcast fields inherited)."""
 
     num_heads: Annotated[int, Range(1, 1024)] = 1
     """heads of the shared-memory read (d_model must be divisible by it; share_memory only)"""
-    bptt: bool = True
-    """backpropagate through the hidden state across a ``sequence`` segment; False truncates
-    the gradient at every step"""
+    memory_grad: MemoryGrad = "own"
+    """gradients through the hidden state within a segment: 'own', 'segment' (also through the
+    other agents' states it reads, with shared memory) or 'none' (truncated at every step)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()

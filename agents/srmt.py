@@ -22,12 +22,13 @@ from memarl.agents.encoders import EncoderConfig, require
 from memarl.agents.heads import ActorCriticPolicy, build_config, registered_with
 from memarl.configs import Range
 from memarl.memory.broadcast import SharedMemoryOptions
+from memarl.memory.core import MemoryGrad, MemoryGradOptions
 from memarl.memory.core import NoMemoryCore
 from memarl.memory.shared_memory import AttentionMask, SharedMemoryCore
 
 
 @dataclasses.dataclass
-class SRMTConfig(EncoderConfig, SharedMemoryOptions):
+class SRMTConfig(EncoderConfig, SharedMemoryOptions, MemoryGradOptions):
     """SRMT / RMT / Attention agent (encoder fields from :class:`EncoderConfig`, broadcast
     options from :class:`~memarl.memory.broadcast.SharedMemoryOptions`)."""
 
@@ -51,9 +52,10 @@ class SRMTConfig(EncoderConfig, SharedMemoryOptions):
     needs use_memory"""
     use_memory_head: bool = True
     """new memory = mem_head(output) with a Linear(D, D, no bias); False = the output itself"""
-    bptt: bool = True
-    """backpropagate through memory and history across a ``sequence`` segment; False truncates
-    the gradient at every step (the released code's recurrence-1 training)"""
+    memory_grad: MemoryGrad = "own"
+    """gradients through memory and history within a segment: 'none' truncates them at every
+    step (the released code's recurrence-1 training), 'own' through the agent's own memory,
+    'segment' also through the other agents' memories it reads"""
     position_init_std: Annotated[float, Range(0, 10)] = 1.0
     """std of the learned position table's initial values: 1.0 is the released code's
     nn.Embedding N(0, 1); the tmaze preset uses GPT-2's 0.02, because a N(0, 1) row has norm

@@ -61,8 +61,6 @@ class SharedMemoryOptions:
     """read only agents within this Manhattan grid distance (None = all agents of the env)"""
     clear_finished_memory: bool = False
     """leave agents that are not alive out of the shared read (False: their last memory stays)"""
-    detach_other_memories: bool = True
-    """no gradient into other agents' memories through the shared read (own memory keeps it)"""
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:

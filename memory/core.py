@@ -17,14 +17,64 @@ agents' grid cells, which only a shared-memory read with a finite radius needs.
 
 Backpropagation through time is the core's own decision (``bptt``): with ``bptt=False`` the
 default ``sequence`` detaches the state before every step, so a gradient never reaches an earlier
-step through the memory.
+step through the memory. An agent's config sets it with one option, ``memory_grad``
+(:class:`MemoryGradOptions`).
 """
 from __future__ import annotations
+
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from memarl.memory import State
+
+MemoryGrad = Literal["none", "own", "segment"]
+"""How far gradients flow through stored memories within a learner's segment:
+
+* ``"none"``: stored memories are constants; the gradient stops at every step (the released
+  SRMT code's recurrence-1 training);
+* ``"own"``: through the agent's own memory over the segment, while the memories an agent reads
+  from the other agents of its env (shared memory) are constants;
+* ``"segment"``: through every memory of the segment, the other agents' memories included, so
+  what an agent writes is also trained by what the other agents do with it.
+
+Without shared memory ``"own"`` and ``"segment"`` are the same."""
+
+MEMORY_GRAD_DOC = ("gradients through stored memories within a segment: 'none' (constants, "
+                   "the released SRMT code), 'own' (through the agent's own memory; other "
+                   "agents' memories are constants) or 'segment' (through every memory, the "
+                   "other agents' included)")
+
+
+class MemoryGradOptions:
+    """What a config's ``memory_grad`` field means for its core (mixed into agent configs, which
+    declare the field with their own docstring)."""
+
+    memory_grad: MemoryGrad
+
+    @property
+    def bptt(self) -> bool:
+        """The core backpropagates through its state across the steps of a segment."""
+        return self.memory_grad != "none"
+
+    @property
+    def detach_other_memories(self) -> bool:
+        """A shared-memory read gives no gradient to the other agents' memories."""
+        return self.memory_grad != "segment"
+
+
+def translate_legacy_memory_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the flags that ``memory_grad`` replaced (``bptt``,
+    ``detach_other_memories``, in configs saved before it) turned into ``memory_grad``."""
+    if "bptt" not in options and "detach_other_memories" not in options:
+        return options
+    options = dict(options)
+    bptt = options.pop("bptt", True)
+    detach_others = options.pop("detach_other_memories", True)
+    if "memory_grad" not in options:
+        options["memory_grad"] = "none" if not bptt else "own" if detach_others else "segment"
+    return options
 
 
 class MemoryCore(nn.Module):

@@ -58,6 +58,11 @@ STRING_VALUES: dict[str, tuple[str, ...]] = {
     "bench env json": ("{file}", "{file}/sub/x.json", "{run}"),
     "bench env markdown": ("{file}", "{file}/sub/x.md", "{run}"),
     "bench env configs": ("nope", "64a-32x32,nope"),
+    # bench train
+    "bench train env": ("nope", "", "bottleneck-v9"),
+    "bench train agent": ("nope", ""),
+    "bench train engines": ("nope", "sync,sync", "", "sample-factory", "sync,nope"),
+    "bench train out": ("{file}", "{file}/sub"),
 }
 """bad values of string options, by ``"<command> <field>"``"""
 

@@ -23,15 +23,15 @@ VARIANTS = [(name, {}) for name in NAMES] + [
     ("srmt", {"memory_drop": 0.5}),
     ("gru", {"share_memory": True, "memory_delay": 2, "memory_drop": 0.3,
              "clear_finished_memory": True}),
-    ("lstm", {"bptt": False}),
+    ("lstm", {"memory_grad": "none"}),
     ("srmt", {"attention": "causal_mem_first"}),
     ("srmt", {"memory_delay": 3}),
     ("srmt", {"clear_finished_memory": True}),
-    ("srmt", {"detach_other_memories": False}),
+    ("srmt", {"memory_grad": "segment"}),
     ("srmt", {"use_memory_head": False, "history_len": 0}),
     ("srmt", {"num_layers": 2}),
-    ("srmt", {"bptt": False}),
-    ("gru", {"bptt": False}),
+    ("srmt", {"memory_grad": "none"}),
+    ("gru", {"memory_grad": "none"}),
 ]
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in VARIANTS]
 
@@ -115,7 +115,7 @@ def test_gradients_reach_encoder_and_core(name, kw):
     for pname, param in policy.named_parameters():
         if pname.startswith("heads.critic"):
             continue                    # the loss is on the logits only
-        if pname.startswith("core.mem_head") and not kw.get("bptt", True):
+        if pname.startswith("core.mem_head") and kw.get("memory_grad") == "none":
             # truncated gradients: the new memory enters the loss only at a later step, so
             # mem_head is never trained (as in the released code's recurrence-1 training)
             assert param.grad is None or (param.grad == 0).all()
@@ -298,7 +298,7 @@ def _obs_grad(policy, t_len=4, n=2, a=3):
 
 def test_detach_other_memories_blocks_gradient_between_agents():
     detached = _obs_grad(make("srmt"))
-    attached = _obs_grad(make("srmt", detach_other_memories=False))
+    attached = _obs_grad(make("srmt", memory_grad="segment"))
     assert (detached[:, 0, 1:] == 0).all()        # agent 0 gets no gradient into agents 1, 2
     assert (attached[:-1, 0, 1:] > 0).all()       # ... unless end-to-end through the memories
     assert (attached[-1, 0, 1:] == 0).all()       # the same step is never read (one-step lag)
@@ -309,16 +309,25 @@ def test_detach_other_memories_blocks_gradient_between_agents():
     assert (rmt[:, 0, 1:] == 0).all() and (rmt[:, 0, 0] > 0).all()
 
 
-def test_bptt_false_truncates_gradient_through_time():
-    grad = _obs_grad(make("srmt", bptt=False))
+def test_configs_saved_before_memory_grad_load_as_what_they_meant():
+    assert make("srmt").config.memory_grad == "own"
+    assert make("srmt", bptt=False).config.memory_grad == "none"
+    assert make("srmt", detach_other_memories=False).config.memory_grad == "segment"
+    assert make("srmt", bptt=False, detach_other_memories=False).config.memory_grad == "none"
+    config = make("gru", bptt=True, detach_other_memories=True).config
+    assert config.memory_grad == "own" and config.bptt and config.detach_other_memories
+
+
+def test_memory_grad_none_truncates_gradient_through_time():
+    grad = _obs_grad(make("srmt", memory_grad="none"))
     assert (grad[:-1] == 0).all() and (grad[-1, 0, 0] > 0).all()
 
 
 def test_single_agent_gradients_do_not_depend_on_detach():
     """With A = 1 the pool holds only the agent's own memory, which keeps its gradient."""
     grads = []
-    for detach in (True, False):
-        policy = make("srmt", detach_other_memories=detach)
+    for memory_grad in ("own", "segment"):
+        policy = make("srmt", memory_grad=memory_grad)
         obs, _, _ = inputs(5, 2, 1, seed=9)
         first = torch.zeros(5, 2, 1, dtype=torch.bool)
         first[0] = True

@@ -80,3 +80,25 @@ def test_cli_bench_pogema_lmapf_writes_results(tmp_path, capsys):
     assert main(argv) == 2  # earlier results are kept without --force
     assert "--force" in capsys.readouterr().err
     assert main(argv + ["--force"]) == 0
+
+
+def test_bench_train_runs_each_engine_and_reports_ratios_and_profile(tmp_path, capsys):
+    from memarl.cli import main
+    out = tmp_path / "bench"
+    argv = ["bench", "train", "--env", "tmaze", "--agent", "gru", "--total-steps", "2048",
+            "--num-envs", "8", "--out", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    result = json.loads((out / "bench_train_tmaze_gru.json").read_text())
+    assert [row["engine"] for row in result["results"]] == ["sync", "async"]
+    sync, asynchronous = result["results"]
+    assert sync["agent_steps"] == asynchronous["agent_steps"] == 2048
+    assert sync["sps_ratio"] == 1.0
+    assert asynchronous["sps_ratio"] == pytest.approx(asynchronous["sps"] / sync["sps"])
+    assert sync["policy_lag_avg"] == 0 and 0 <= asynchronous["policy_lag_max"] <= 1
+    assert sync["profile_s_per_update"]["learn_backward_s"] > 0
+    assert asynchronous["profile_s_per_update"]["learner_wait_s"] >= 0
+    assert "sample-factory | not measured" in table
+    assert (out / "bench_train_tmaze_gru.md").read_text().strip() in table
+    assert main(argv) == 2  # results are not replaced without --force
+    assert "exists; pass --force" in capsys.readouterr().err

@@ -16,7 +16,7 @@ NUM_ENVS, ROLLOUT = 4, 8
 
 def run_config(run_dir, env, agent, agents_per_env, updates, **ppo):
     cfg = TrainConfig(env=env, agent=agent, run_dir=str(run_dir), num_envs=NUM_ENVS,
-                      rollout_len=ROLLOUT, torch_threads=1, seed=3,
+                      rollout_len=ROLLOUT, torch_threads=1, seed=3, async_=False,
                       total_steps=updates * NUM_ENVS * ROLLOUT * agents_per_env,
                       checkpoint_every_s=1e9, print_every_s=1e9)
     cfg.ppo.num_minibatches = 2

@@ -50,6 +50,8 @@ BASE_ARGS = {
                "--max-steps", "5"],
     "report": ["report", "a={summary}", "--out", "{new}/report"],
     "bench env": ["bench", "env", "bottleneck", "--seconds", "0.01", "--num-envs", "2"],
+    "bench train": ["bench", "train", "--total-steps", "64", "--num-envs", "2", "--engines",
+                    "sync", "--out", "{new}/bench"],
 }
 """a valid command line per command; each case changes one option of it"""
 

@@ -488,7 +488,7 @@ def test_odd_head_dim_and_bptt_false():
             lg, _, state = policy.step(obs[t], state, first[t], alive[t])
             ls.append(lg)
     close(lp, torch.stack(ls), 1e-10)
-    truncated = make("agalite", bptt=False)
+    truncated = make("agalite", memory_grad="none")
     obs = obs.clone().requires_grad_()
     first = torch.zeros(7, 2, 2, dtype=torch.bool)
     logits, _ = truncated.sequence(obs, truncated.initial_state(2, 2), first)

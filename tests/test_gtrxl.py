@@ -189,12 +189,12 @@ def test_receptive_field_is_layers_times_memory():
 
 CONFIGS = [
     {},
-    {"bptt": False},
+    {"memory_grad": "none"},
     {"memory_len": 1},
     {"num_layers": 1, "memory_len": 7},
     {"d_model": 15, "num_heads": 5, "num_layers": 3, "memory_len": 4, "mlp_ratio": 1},
     {"share_memory": True},
-    {"share_memory": True, "memory_delay": 2, "memory_drop": 0.3, "bptt": False},
+    {"share_memory": True, "memory_delay": 2, "memory_drop": 0.3, "memory_grad": "none"},
 ]
 
 
@@ -202,7 +202,7 @@ CONFIGS = [
 @pytest.mark.parametrize("warm", [False, True])
 def test_sequence_equals_step_loop_forward_and_gradients(kw, warm):
     """float64; resets, dead agents, T > M, odd sizes; gradients w.r.t. encoder outputs and
-    every parameter (the loop is MemoryCore.sequence: step x T, detaching with bptt=False)."""
+    every parameter (the loop is MemoryCore.sequence: step x T, detaching with memory_grad="none")."""
     t_len, n, a = 9, 3, 2
     policy = make(**kw)
     core = policy.core
@@ -268,7 +268,7 @@ def test_cache_at_segment_start_is_stop_gradient(kw):
     assert state0["keys"].grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kw", [{}, {"bptt": False}, {"share_memory": True}])
+@pytest.mark.parametrize("kw", [{}, {"memory_grad": "none"}, {"share_memory": True}])
 def test_no_gradient_across_episode_boundary(kw):
     t_len, n, a = 8, 2, 3
     policy = make(**kw)
@@ -283,10 +283,10 @@ def test_no_gradient_across_episode_boundary(kw):
     assert (grad[:4, 0, 0] == 0).all()                    # the previous episode: exactly zero
     assert (grad[4:, 0, 0] > 0).all()
     assert (grad[:, 1] == 0).all()                        # never another env
-    if kw.get("bptt", True) and not kw.get("share_memory"):
+    if kw.get("memory_grad", "own") != "none" and not kw.get("share_memory"):
         # (with share_memory the own summary read is a recurrence with gradient: no bound)
         # bptt: the gradient reaches the earlier steps of the episode within the receptive
-        # field L * M (bptt=False: only the own step, next test)
+        # field L * M (memory_grad none: only the own step, next test)
         policy.zero_grad()
         obs.grad = None
         logits, _ = policy.sequence(obs, policy.initial_state(n, a), first)
@@ -298,7 +298,7 @@ def test_no_gradient_across_episode_boundary(kw):
 
 def test_bptt_false_reaches_only_the_own_step():
     t_len, n, a = 6, 1, 2
-    policy = make(bptt=False)
+    policy = make(memory_grad="none")
     obs, _, _ = inputs(t_len, n, a, seed=7)
     obs.requires_grad_(True)
     first = torch.zeros(t_len, n, a, dtype=torch.bool)

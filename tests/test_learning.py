@@ -24,9 +24,9 @@ SHORT = [3, 4, 5, 6, 7, 8]
 
 
 def train_and_evaluate(agent: str, run_dir, total_steps: int = 2_000_000, seed: int = 0,
-                       reward: str = "directional") -> float:
+                       reward: str = "directional", asynchronous: bool = True) -> float:
     cfg = TrainConfig(agent=agent, total_steps=total_steps, run_dir=str(run_dir), num_envs=128,
-                      seed=seed, print_every_s=1e9,
+                      seed=seed, print_every_s=1e9, async_=asynchronous,
                       env_options={"corridor_lengths": SHORT, "reward": reward})
     train(cfg, quiet=True)
     policy = memarl.load_policy(str(run_dir), which="latest")
@@ -42,12 +42,26 @@ def test_untrained_srmt_fails_short_corridors():
     assert np.mean([row["CSR"] for row in rows]) <= 0.1
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_srmt_learns_short_corridors(seed, tmp_path):
-    csr = train_and_evaluate("srmt", tmp_path / "srmt", total_steps=1_000_000, seed=seed,
-                             reward="directional_negative")
-    print(f"SRMT seed {seed} CSR on test maps L 3..8 after 1M agent-steps: {csr:.3f}")
+def srmt_learns_short_corridors(seed: int, asynchronous: bool, run_dir) -> None:
+    csr = train_and_evaluate("srmt", run_dir, total_steps=1_000_000, seed=seed,
+                             reward="directional_negative", asynchronous=asynchronous)
+    engine = "async" if asynchronous else "sync"
+    print(f"SRMT ({engine}) seed {seed} CSR on test maps L 3..8 after 1M agent-steps: {csr:.3f}")
     assert csr >= 0.8
+
+
+@pytest.mark.parametrize("seed, asynchronous", [(0, True), (1, False)])
+def test_srmt_learns_short_corridors(seed, asynchronous, tmp_path):
+    """The async engine and the synchronous loop learn to the same band (one seed each in CI,
+    two more each in the slow test below)."""
+    srmt_learns_short_corridors(seed, asynchronous, tmp_path / "srmt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [2, 3])
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_srmt_learns_short_corridors_with_either_engine(seed, asynchronous, tmp_path):
+    srmt_learns_short_corridors(seed, asynchronous, tmp_path / "srmt")
 
 
 @pytest.mark.slow

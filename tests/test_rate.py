@@ -326,7 +326,7 @@ SEQUENCE_CASES = [
     {},
     {"segment_len": 1},
     {"segment_len": 4, "mem_len": 5, "num_layers": 2},
-    {"segment_len": 2, "mem_len": 3, "bptt": False},
+    {"segment_len": 2, "mem_len": 3, "memory_grad": "none"},
     {"use_mrv": False, "memory_tokens": 3, "segment_len": 5, "d_model": 15, "num_heads": 3,
      "mrv_heads": 5, "ffn_ratio": 0},
 ]
@@ -422,7 +422,7 @@ def test_bptt_through_memory_tokens_and_rate_detach():
     first[0] = True
     alive = torch.ones_like(first)
     for bptt in (True, False):
-        policy = make(segment_len=k, bptt=bptt).double()
+        policy = make(segment_len=k, memory_grad="own" if bptt else "none").double()
         grad = _obs_grad(policy, obs, first, alive, k)      # outputs of segment 2 only
         assert ((grad[:k] > 0).all()) == bptt               # through the memory tokens
         assert (grad[k:] > 0).all()                         # inside the segment: always
@@ -439,7 +439,7 @@ def test_xl_cache_is_stop_gradient_but_carries_information():
     first = torch.zeros(t_len, n, a, dtype=torch.bool)
     first[0] = True
     alive = torch.ones_like(first)
-    policy = amplify(make(segment_len=k, mem_len=2, bptt=False).double())
+    policy = amplify(make(segment_len=k, mem_len=2, memory_grad="none").double())
     grad = _obs_grad(policy, obs, first, alive, k)
     assert (grad[:k] == 0).all()                 # detached memory and stop-gradient cache
     obs2 = obs.clone()

@@ -150,6 +150,8 @@ def test_second_training_and_resume_refused_while_the_first_completes(tmp_path, 
         code, _, err = run_cli(["train", "--resume", run, "--total-steps", "64"], capsys)
         assert_one_line_error(code, err, f"in use by pid {first.pid}")
         assert first.poll() is None
+        while not checkpoint_steps(run) and time.time() < deadline:  # one update done
+            time.sleep(0.05)
     finally:
         first.send_signal(signal.SIGINT)
         _, first_err = first.communicate(timeout=180)

@@ -37,7 +37,7 @@ def train_tmaze(agent: str, preset: str, corridor_length: int, total_steps: int,
                 **agent_options):
     cfg = TrainConfig(env="tmaze", agent=agent, total_steps=total_steps, run_dir=str(run_dir),
                       num_envs=64, rollout_len=2 * (corridor_length + 2), seed=seed,
-                      torch_threads=1, print_every_s=1e9, checkpoint_every_s=5.0,
+                      torch_threads=1, print_every_s=1e9, checkpoint_every_s=5.0, async_=False,
                       env_options={"preset": preset, "corridor_length": corridor_length},
                       agent_options=agent_options, ppo=ppo or PPOConfig())
     train(cfg, quiet=True)

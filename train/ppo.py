@@ -10,6 +10,7 @@ Samples of agents that are not alive (finished in ``finish`` mode) are masked ou
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Annotated, Literal
 
 import numpy as np
@@ -248,15 +249,19 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
                           f"segment ({num_envs})")
     epoch_stats: dict[str, list[float]] = {}
     nonfinite_minibatches = 0
+    forward_s = backward_s = 0.0  # the time profile of `memarl bench train`
     for _ in range(cfg.update_epochs):
         epoch_stats = {}
         for env_ids in np.array_split(generator.permutation(num_envs), num_minibatches):
             idx = torch.as_tensor(env_ids, device=segment.obs.device)
             mb = segment.select_envs(idx)
+            start = time.perf_counter()
             # through __call__ (the policy's forward = sequence), which DDP needs to all-reduce
             logits, new_values = policy(mb.obs, mb.state0, mb.first, mb.alive, mb.positions)
             loss, stats = ppo_loss(logits, new_values, mb.actions, mb.logprobs, old_values[:, idx],
                                    advantages[:, idx], value_targets[:, idx], mb.alive, cfg)
+            middle = time.perf_counter()
+            forward_s += middle - start
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats["grad_norm"] = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
@@ -266,6 +271,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
                 optimizer.zero_grad(set_to_none=True)
                 continue
             optimizer.step()
+            backward_s += time.perf_counter() - middle
             if cfg.lr_schedule == "kl_adaptive":
                 adapt_learning_rate(optimizer, float(stats["approx_kl"]), cfg)
             for key, value in stats.items():
@@ -278,6 +284,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
     if return_normalizer is not None:
         result["return_mean"], result["return_std"] = return_normalizer.mean, return_normalizer.std
     result["learning_rate"] = optimizer.param_groups[0]["lr"]
+    result["forward_s"], result["backward_s"] = forward_s, backward_s
     return result
 
 

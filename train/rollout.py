@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -54,6 +55,25 @@ class Segment:
     def num_agent_steps(self) -> int:
         return int(np.prod(self.actions.shape))
 
+    @staticmethod
+    def concat(segments: list["Segment"]) -> "Segment":
+        """One segment of the envs of ``segments`` side by side (``[T, N1 + N2 + ..., A]``), for
+        segments of the same length from several actors. Its ``policy_version`` is the oldest."""
+        if len(segments) == 1:
+            return segments[0]
+        fields = {}
+        for field in dataclasses.fields(Segment):
+            values = [getattr(segment, field.name) for segment in segments]
+            if field.name == "state0":
+                fields["state0"] = {k: torch.cat([v[k] for v in values]) for k in values[0]}
+            elif field.name == "policy_version":
+                fields["policy_version"] = min(values)
+            elif values[0] is None:
+                fields[field.name] = None
+            else:
+                fields[field.name] = torch.cat(values, dim=1)  # [T, N, ...]
+        return Segment(**fields)
+
 
 def sample_actions(logits: torch.Tensor, deterministic: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,13 +100,19 @@ class RolloutCollector:
         self.alive = env.alive.copy()
         self.state = policy.initial_state(env.num_envs, env.num_agents, device)
         self.finished_episodes: list[dict] = []
+        self.timings = {"collect_s": 0.0, "env_s": 0.0, "policy_s": 0.0}
+        """seconds the last segment took: in all, in env.step, in the policy (the rest is
+        copying into the buffers)"""
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
     @torch.no_grad()
-    def collect(self, policy_version: int) -> tuple[Segment, torch.Tensor]:
-        """One segment and the value of the observation that follows it (for bootstrapping)."""
+    def collect(self, policy_version: int, on_step: Callable[[], None] | None = None
+                ) -> tuple[Segment, torch.Tensor]:
+        """One segment and the value of the observation that follows it (for bootstrapping).
+        ``on_step`` is called after every env step (an actor's heartbeat)."""
+        start, env_s, policy_s = time.perf_counter(), 0.0, 0.0
         steps, n, a = self.rollout_len, self.env.num_envs, self.env.num_agents
         obs_buf = torch.empty((steps, n, a, *self.env.obs_shape), device=self.device)
         buffers = {name: torch.empty((steps, n, a), device=self.device)
@@ -103,12 +129,16 @@ class RolloutCollector:
             obs = self._tensor(self.obs, torch.float32)
             first, alive = self._tensor(self.first), self._tensor(self.alive)
             positions = self._positions()
+            t0 = time.perf_counter()
             logits, value, self.state = self.policy.step(obs, self.state, first, alive,
                                                          positions)
             if positions_buf is not None:
                 positions_buf[t] = positions
             actions, logprobs = sample_actions(logits)
-            next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+            actions_np = actions.cpu().numpy()
+            t1 = time.perf_counter()
+            next_obs, reward, terminated, truncated, info = self.env.step(actions_np)
+            env_s, policy_s = env_s + time.perf_counter() - t1, policy_s + t1 - t0
 
             obs_buf[t], actions_buf[t] = obs, actions
             buffers["logprobs"][t], buffers["values"][t] = logprobs, value
@@ -120,10 +150,16 @@ class RolloutCollector:
                                        for n in np.flatnonzero(info["episode_end"])]
 
             self.obs, self.first, self.alive = next_obs, info["first"], self.env.alive.copy()
+            if on_step is not None:
+                on_step()
 
+        t0 = time.perf_counter()
         _, next_value, _ = self.policy.step(self._tensor(self.obs, torch.float32), self.state,
                                             self._tensor(self.first), self._tensor(self.alive),
                                             self._positions())
+        policy_s += time.perf_counter() - t0
+        self.timings = {"collect_s": time.perf_counter() - start, "env_s": env_s,
+                        "policy_s": policy_s}
         segment = Segment(obs=obs_buf, actions=actions_buf, state0=state0,
                           policy_version=policy_version, positions=positions_buf,
                           **buffers, **flags)

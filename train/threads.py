@@ -57,12 +57,15 @@ def _held_by_another(path: Path) -> bool:
 class ThreadShare:
     """This training's entry in the registry and the torch thread count that follows from it.
 
-    ``requested`` > 0 fixes the count; 0 shares the cores among the live trainings. Use as a
+    ``requested`` > 0 fixes the count; 0 shares the cores among the live trainings, less
+    ``reserved`` cores of the share for the training's actor processes. Use as a
     context manager around the training loop and call :meth:`update` now and then.
     """
 
-    def __init__(self, requested: int):
+    def __init__(self, requested: int, reserved: int = 0):
         self.requested = requested
+        self.reserved = reserved
+        """cores of this training's share left to its other processes (async actors)"""
         self.threads = 0
         self._caller_threads = 0
         self._entry = None
@@ -104,7 +107,8 @@ class ThreadShare:
         if not force and now - self._last_count < RECOUNT_EVERY_S:
             return self.threads
         self._last_count = now
-        threads = self.requested or max(1, available_cores() // self.live_trainings())
+        threads = self.requested or max(1, available_cores() // self.live_trainings()
+                                        - self.reserved)
         if threads != self.threads:
             torch.set_num_threads(threads)
             self.threads = threads

@@ -79,6 +79,21 @@ class TrainConfig:
     """options of the env's own config (--env-opt KEY=VALUE)"""
     agent_options: dict = dataclasses.field(default_factory=dict)
     """options of the agent's own config (--agent-opt KEY=VALUE)"""
+    async_: bool = True
+    """train with the async engine: actor processes sample with the newest weights they have
+    while the learner trains (false: the synchronous loop in one process, collect then update,
+    whose resume is bit-exact)"""
+    num_actors: Annotated[int, Range(0, 1024)] = 0
+    """actor processes of the async engine, each stepping its share of the envs (whole env
+    groups); 0 = half the cores this run gets, at least 1"""
+    max_policy_lag: Annotated[int, Range(1, 1_000_000)] = 4
+    """async: segments collected with weights more than this many updates older than the
+    learner's are dropped (counted in async/dropped_segments)"""
+    actor_timeout_s: Annotated[float, Range(1, 1e6)] = 20.0
+    """async: an actor without a heartbeat for this long is killed and restarted"""
+    max_actor_restarts: Annotated[int, Range(0, 1_000_000)] = 10
+    """async: actor deaths (crash, kill, timeout) a run survives by restarting the actor; one
+    more stops the run with an error"""
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     """PPO hyperparameters"""
 
@@ -89,13 +104,25 @@ class TrainConfig:
         if self.ppo.num_minibatches > self.num_envs:
             raise MemarlError(f"--num-minibatches ({self.ppo.num_minibatches}) must not exceed "
                               f"--num-envs ({self.num_envs}): a minibatch holds whole envs")
+        if self.async_ and self.num_actors > self.num_envs:
+            raise MemarlError(f"--num-actors ({self.num_actors}) must not exceed --num-envs "
+                              f"({self.num_envs}): every actor steps whole envs")
+
+    def resolved_num_actors(self) -> int:
+        """The async engine's actor count: ``num_actors``, or for 0 half the cores this run
+        gets (at least 1, at most one per env)."""
+        if self.num_actors:
+            return self.num_actors
+        from memarl.train.threads import available_cores
+        return max(1, min(available_cores() // 2, self.num_envs))
 
 
 # settings that fix the shapes or the meaning of a run; resuming refuses to change them
 SHAPE_FIELDS = ("env", "agent", "num_envs", "rollout_len", "env_options", "agent_options", "seed")
 # settings a resumed run may change
 RESUMABLE_FIELDS = ("total_steps", "device", "torch_threads", "checkpoint_every_s",
-                    "keep_checkpoints", "print_every_s")
+                    "keep_checkpoints", "print_every_s", "async_", "num_actors", "max_policy_lag",
+                    "actor_timeout_s", "max_actor_restarts")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
@@ -381,6 +408,143 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def saved_actor_states(path: Path, payload: dict, fingerprint: str,
+                       env_counts: list[int]) -> list[dict | None] | None:
+    """The actors' collector states of an async checkpoint, when this run's actors step the
+    same envs (same settings, same split); None (fresh episodes) otherwise, with a note."""
+    saved = payload.get("actors")
+    if saved is None:
+        if payload.get("collector") is not None:
+            _note(f"{path.name} was written by the synchronous loop; the async actors start "
+                  f"fresh episodes")
+        return None
+    if payload.get("config_hash") != fingerprint:
+        _note(f"{path.name} was written under other settings; the run starts fresh episodes")
+        return None
+    if payload.get("actor_envs") != env_counts:
+        _note(f"{path.name} was written by actors of {payload.get('actor_envs')} envs, this run's "
+              f"step {env_counts}; the run starts fresh episodes")
+        return None
+    return saved
+
+
+LEARNER_TIMINGS = ("forward_s", "backward_s")
+"""seconds of an update in the policy's forward + loss, and in backward + optimizer step"""
+
+
+class _Runner:
+    """What the sync loop and the async engine share: the learner, the logger, the checkpoints
+    and how an update is trained and logged."""
+
+    def __init__(self, cfg: TrainConfig, learner: Learner, logger: RunLogger,
+                 checkpoints: CheckpointWriter, checkpoint_info: dict, agent_steps: int):
+        self.cfg, self.learner, self.logger, self.checkpoints = cfg, learner, logger, checkpoints
+        self.checkpoint_info = checkpoint_info
+        """the checkpoint entries that do not change during the run (agent, env, config, ...)"""
+        self.agent_steps = agent_steps
+        self.last_checkpoint = time.time()
+
+    def learn(self, segment, next_value) -> dict[str, float]:
+        try:
+            stats = self.learner.learn(segment, next_value)
+        except TrainingDiverged as error:
+            checkpoints = self.checkpoints
+            kept = (f"{checkpoints.last_good.name} ({checkpoints.last_good_steps:,} agent-steps)"
+                    if checkpoints.last_good is not None else "none")
+            raise TrainingDiverged(f"{error}; the run stops without a new checkpoint; the last "
+                                   f"one is {kept}. Lower --max-learning-rate or check the env's "
+                                   f"rewards, then --resume {self.cfg.run_dir}") from None
+        self.agent_steps += segment.num_agent_steps
+        if stats["nonfinite_minibatches"]:
+            warn(f"update {self.learner.version}: the loss was NaN or inf in "
+                 f"{stats['nonfinite_minibatches']:.0f} minibatch(es); their steps were skipped")
+        return stats
+
+    def log(self, stats: dict[str, float], episodes: list[dict], scalars: dict[str, float]) -> None:
+        steps = self.agent_steps
+        self.logger.episodes(episodes, steps)
+        self.logger.scalars({f"losses/{k}": v for k, v in stats.items()
+                             if k not in LEARNER_TIMINGS + ("learning_rate",)}, steps)
+        self.logger.scalars({"charts/learning_rate": stats["learning_rate"],
+                             "perf/SPS": self.logger.sps(steps),
+                             **{f"perf/learn_{k}": stats[k] for k in LEARNER_TIMINGS},
+                             **scalars}, steps)
+        self.logger.progress(steps, self.learner.version)
+
+    def checkpoint_due(self) -> bool:
+        return time.time() - self.last_checkpoint >= self.cfg.checkpoint_every_s
+
+    def write_checkpoint(self, episodes_state: dict, device: torch.device, final: bool) -> None:
+        """``episodes_state``: how the episodes continue (``collector`` or ``actors``)."""
+        payload = {**self.checkpoint_info, **self.learner.state_dict(),
+                   "agent_steps": self.agent_steps, **episodes_state, "rng": rng_states(device)}
+        self.checkpoints.write(payload, self.logger.score(), self.learner.version,
+                               self.agent_steps, final)
+        self.last_checkpoint = time.time()  # after a failure too: retry next time
+
+
+def run_sync(runner: _Runner, collector: RolloutCollector, device: torch.device,
+             stop: "_StopRequest", threads: ThreadShare) -> None:
+    """The synchronous loop: collect a segment, train on it, repeat."""
+    cfg, learner, policy = runner.cfg, runner.learner, runner.learner.policy
+    while runner.agent_steps < cfg.total_steps and not stop.requested:
+        t0 = time.time()
+        policy.eval()
+        segment, next_value = collector.collect(policy_version=learner.version)
+        t1 = time.time()
+        lag = learner.version - segment.policy_version
+        stats = runner.learn(segment, next_value)
+        t2 = time.time()
+        timings = collector.timings
+        runner.log(stats, collector.pop_finished_episodes(), {
+            "perf/collect_time_fraction": (t1 - t0) / max(t2 - t0, 1e-9),
+            "perf/learn_time_fraction": (t2 - t1) / max(t2 - t0, 1e-9),
+            "perf/env_s": timings["env_s"], "perf/policy_s": timings["policy_s"],
+            "perf/learn_s": t2 - t1,
+            "async/policy_lag_min": float(lag), "async/policy_lag_avg": float(lag),
+            "async/policy_lag_max": float(lag), "perf/torch_threads": float(threads.threads)})
+        threads.update()  # a neighbour run started or ended: re-share the cores
+        if runner.checkpoint_due():
+            runner.write_checkpoint({"collector": collector.state_dict()}, device, final=False)
+    runner.write_checkpoint({"collector": collector.state_dict()}, device, final=True)
+
+
+def run_async(runner: _Runner, engine: "AsyncEngine", device: torch.device,
+              stop: "_StopRequest", threads: ThreadShare) -> None:
+    """The async loop: the actors sample while the learner trains on the batches they deliver."""
+    cfg, learner, policy = runner.cfg, runner.learner, runner.learner.policy
+
+    def actor_states() -> dict:
+        return {"actors": engine.collector_states(), "actor_envs": engine.env_counts}
+
+    while runner.agent_steps < cfg.total_steps and not stop.requested:
+        t0 = time.time()
+        batch = engine.next_batch(device, lambda: stop.requested)
+        if batch is None:
+            break
+        t1 = time.time()
+        stats = runner.learn(batch.segment, batch.next_value)
+        engine.publish(policy, learner.version)
+        t2 = time.time()
+        runner.log(stats, batch.episodes, {
+            "async/policy_lag_min": float(min(batch.lags)),
+            "async/policy_lag_avg": float(np.mean(batch.lags)),
+            "async/policy_lag_max": float(max(batch.lags)),
+            "async/dropped_segments": float(engine.dropped_total),
+            "async/actor_restarts": float(engine.restarts),
+            "async/sampled_agent_steps": float(engine.sampled_agent_steps),
+            "perf/learner_wait_fraction": batch.wait_s / max(t2 - t0, 1e-9),
+            "perf/transport_s": batch.read_s, "perf/learn_s": t2 - t1,
+            "perf/env_s": batch.actor_timings["env_s"],
+            "perf/policy_s": batch.actor_timings["policy_s"],
+            "perf/collect_s": batch.actor_timings["collect_s"],
+            "perf/torch_threads": float(threads.threads)})
+        threads.update()
+        if runner.checkpoint_due():
+            runner.write_checkpoint(actor_states(), device, final=False)
+    runner.write_checkpoint(actor_states(), device, final=True)
+
+
 def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None = None,
           quiet: bool = False) -> Path:
     """Train ``cfg.agent`` on ``cfg.env``; returns the run directory."""
@@ -414,6 +578,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     # a resumed run is locked before anything of it is read; a new run directory is created
     # and locked only once everything the run needs is built and checked
     lock = prepare_run_dir(cfg, resume=True) if resume else None
+    engine = None
     try:
         learner = Learner(policy, cfg.ppo, cfg.seed)
         agent_steps, best_score = 0, -1.0
@@ -434,13 +599,28 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             if payload.get("score_metric", env.score_metric) == env.score_metric:
                 best_score = payload.get("best_score", payload.get("best_csr", -1.0))
             torch.manual_seed(cfg.seed + learner.version)
-        # the collector's first env.reset() runs here: an env that fails only at reset fails
-        # before a new run directory exists
-        collector = RolloutCollector(env, policy, cfg.rollout_len, device,
-                                     seed=cfg.seed + 1_000_003 * learner.version)
-        continued = payload is not None and continue_episodes(resumed.path, payload, fingerprint,
-                                                              collector, device)
-        env = collector.env  # the saved envs when the episodes continue: one env object, not two
+        num_actors = cfg.resolved_num_actors() if cfg.async_ else 0
+        if cfg.async_:
+            # the actors build their own envs; this reset only fails early, before a new run
+            # directory exists, for an env that fails at reset
+            env.reset(seed=cfg.seed)
+            collector, continued = None, False
+            actor_states = None
+            if payload is not None:
+                from memarl.train.actor import split_envs
+                actor_states = saved_actor_states(resumed.path, payload, fingerprint,
+                                                  split_envs(cfg.num_envs, num_actors))
+                continued = actor_states is not None
+                if continued:
+                    set_rng_states(payload["rng"], device)
+        else:
+            # the collector's first env.reset() runs here: an env that fails only at reset
+            # fails before a new run directory exists
+            collector = RolloutCollector(env, policy, cfg.rollout_len, device,
+                                         seed=cfg.seed + 1_000_003 * learner.version)
+            continued = payload is not None and continue_episodes(
+                resumed.path, payload, fingerprint, collector, device)
+            env = collector.env  # the saved envs when the episodes continue: one env object
         if lock is None:
             lock = prepare_run_dir(cfg, resume=False)
             lock.remove_orphan_temp_files()
@@ -463,68 +643,32 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         # the checkpoint describes its env whole, so that eval and render rebuild the training
         # observation from it even after a default changes (env/env_options stay for readers)
         from memarl.registry import ENVS
-        env_description = {"env": cfg.env, "env_options": cfg.env_options,
-                           "env_id": ENVS.resolve(cfg.env),
-                           "env_config": env_config_fields(env.config),
-                           "score_metric": env.score_metric}
-
-        def write_checkpoint(final: bool) -> None:
-            run_state = {
-                "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
-                **env_description,
-                "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
-                **learner.state_dict(), "agent_steps": agent_steps,
-                "config": config_to_dict(cfg), "config_hash": fingerprint,
-                "collector": collector.state_dict(), "rng": rng_states(device),
-            }
-            checkpoints.write(run_state, logger.score(), learner.version, agent_steps, final)
-
-        last_checkpoint = time.time()
-        with _StopRequest() as stop, ThreadShare(cfg.torch_threads) as threads:
-            while agent_steps < cfg.total_steps and not stop.requested:
-                t0 = time.time()
-                policy.eval()
-                segment, next_value = collector.collect(policy_version=learner.version)
-                t1 = time.time()
-                lag = learner.version - segment.policy_version
-                try:
-                    stats = learner.learn(segment, next_value)
-                except TrainingDiverged as error:
-                    kept = (f"{checkpoints.last_good.name} ({checkpoints.last_good_steps:,} "
-                            f"agent-steps)" if checkpoints.last_good is not None else "none")
-                    raise TrainingDiverged(f"{error}; the run stops without a new checkpoint; "
-                                           f"the last one is {kept}. Lower --max-learning-rate "
-                                           f"or check the env's rewards, then --resume "
-                                           f"{run_dir}") from None
-                t2 = time.time()
-                agent_steps += segment.num_agent_steps
-                if stats["nonfinite_minibatches"]:
-                    warn(f"update {learner.version}: the loss was NaN or inf in "
-                         f"{stats['nonfinite_minibatches']:.0f} minibatch(es); their steps were "
-                         f"skipped")
-
-                logger.episodes(collector.pop_finished_episodes(), agent_steps)
-                logger.scalars({f"losses/{k}": v for k, v in stats.items()
-                                if k not in ("learning_rate",)}, agent_steps)
-                logger.scalars({
-                    "charts/learning_rate": stats["learning_rate"],
-                    "perf/SPS": logger.sps(agent_steps),
-                    "perf/collect_time_fraction": (t1 - t0) / max(t2 - t0, 1e-9),
-                    "perf/learn_time_fraction": (t2 - t1) / max(t2 - t0, 1e-9),
-                    "async/policy_lag_avg": float(lag), "async/policy_lag_max": float(lag),
-                    "perf/torch_threads": float(threads.threads),
-                }, agent_steps)
-                logger.progress(agent_steps, learner.version)
-                threads.update()  # a neighbour run started or ended: re-share the cores
-                if time.time() - last_checkpoint >= cfg.checkpoint_every_s:
-                    write_checkpoint(final=False)
-                    last_checkpoint = time.time()  # after a failure too: retry next time
-        try:
-            write_checkpoint(final=True)
-        finally:
-            logger.progress(agent_steps, learner.version, force=True)
-            logger.close()
+        checkpoint_info = {
+            "agent": cfg.agent, "agent_config": dataclasses.asdict(policy.config),
+            "env": cfg.env, "env_options": cfg.env_options, "env_id": ENVS.resolve(cfg.env),
+            "env_config": env_config_fields(env.config), "score_metric": env.score_metric,
+            "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
+            "config": config_to_dict(cfg), "config_hash": fingerprint}
+        runner = _Runner(cfg, learner, logger, checkpoints, checkpoint_info, agent_steps)
+        with _StopRequest() as stop, ThreadShare(cfg.torch_threads, num_actors) as threads:
+            try:
+                if cfg.async_:
+                    from memarl.train.async_engine import AsyncEngine, EngineSettings
+                    engine = AsyncEngine(
+                        EngineSettings(cfg.env, cfg.env_options, cfg.agent, cfg.agent_options,
+                                       cfg.num_envs, num_actors, cfg.rollout_len, cfg.seed,
+                                       cfg.max_policy_lag, cfg.actor_timeout_s,
+                                       cfg.max_actor_restarts),
+                        env, policy, learner.version, actor_states)
+                    run_async(runner, engine, device, stop, threads)
+                else:
+                    run_sync(runner, collector, device, stop, threads)
+            finally:
+                logger.progress(runner.agent_steps, learner.version, force=True)
+                logger.close()
     finally:
+        if engine is not None:
+            engine.close()
         if lock is not None:
             lock.release()
     if stop.requested:

@@ -5,8 +5,11 @@
   snapshot, never with the learner's live module.
 * :class:`SegmentSlots`: a fixed number of segment buffers ``[T, N, A]``; an actor writes a whole
   :class:`~memarl.train.rollout.Segment` (with the policy state at its start, the alive mask and
-  the policy version) into a slot, the learner reads it from there. Which slot is free or full is
-  the engine's bookkeeping (queues of slot indices), not this module's.
+  the policy version), the episodes that ended in it and its timings into a slot, then marks the
+  slot full; the learner reads it from there and marks it free. The mark is a flag in shared
+  memory set after the data (x86 keeps stores in order), not a message in a queue: an actor
+  killed mid-write leaves its slot free and unread, never a half message in a pipe that the
+  learner would then choke on.
 
 Both are allocated once, before the actor processes start (``torch.multiprocessing`` passes the
 shared tensors to children by handle), and are written in place afterwards.
@@ -14,6 +17,7 @@ shared tensors to children by handle), and are written in place afterwards.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 from typing import Any
 
@@ -89,18 +93,29 @@ class SegmentShape:
     positions: bool
 
     @classmethod
-    def of(cls, env: Any, policy: torch.nn.Module, rollout_len: int) -> "SegmentShape":
-        """The segments a collector of ``env`` and ``policy`` produces."""
-        state = policy.initial_state(env.num_envs, env.num_agents, torch.device("cpu"))
-        return cls(rollout_len, env.num_envs, env.num_agents, tuple(env.obs_shape),
+    def of(cls, env: Any, policy: torch.nn.Module, rollout_len: int,
+           num_envs: int | None = None) -> "SegmentShape":
+        """The segments a collector of ``env`` and ``policy`` produces (of ``num_envs`` envs of
+        its kind when given: an actor's share)."""
+        num_envs = env.num_envs if num_envs is None else num_envs
+        state = policy.initial_state(num_envs, env.num_agents, torch.device("cpu"))
+        return cls(rollout_len, num_envs, env.num_agents, tuple(env.obs_shape),
                    {k: (tuple(v.shape), v.dtype) for k, v in state.items()},
                    agent_positions(env) is not None)
 
 
-class SegmentSlots:
-    """``num_slots`` segment buffers of one :class:`SegmentShape` in shared memory."""
+FREE, FULL = 0, 1
+"""slot status: free for an actor to write, or full for the learner to read"""
+TIMINGS = ("collect_s", "env_s", "policy_s")
+"""an actor's seconds per segment, carried in its slot (see RolloutCollector.timings)"""
 
-    def __init__(self, num_slots: int, shape: SegmentShape):
+
+class SegmentSlots:
+    """``num_slots`` segment buffers of one :class:`SegmentShape` in shared memory, each with its
+    status (:data:`FREE` / :data:`FULL`), the order in which slots were filled, the episodes that
+    ended in the segment (pickled, up to ``episode_bytes``) and the actor's timings."""
+
+    def __init__(self, num_slots: int, shape: SegmentShape, episode_bytes: int | None = None):
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
         self.num_slots, self.shape = num_slots, shape
@@ -119,6 +134,14 @@ class SegmentSlots:
                        for name, (size, dtype) in shape.state.items()}
         self.next_value = zeros((num_slots, shape.num_envs, shape.num_agents), torch.float32)
         self.policy_version = zeros(num_slots, torch.int64)
+        self.status = zeros(num_slots, torch.int64)
+        self.filled_at = zeros(num_slots, torch.float64)
+        """when each slot was marked full (time.time()): the learner takes the oldest first"""
+        # about 100 bytes per pickled episode; every env can end an episode at every step
+        self.episode_bytes = episode_bytes or max(1 << 16, 128 * shape.num_envs * shape.rollout_len)
+        self.episodes = zeros((num_slots, self.episode_bytes), torch.uint8)
+        self.episodes_len = zeros(num_slots, torch.int64)
+        self.timings = zeros((num_slots, len(TIMINGS)), torch.float64)
 
     def write(self, slot: int, segment: Segment, next_value: torch.Tensor) -> None:
         """Copy ``segment`` and the value after it into ``slot`` (a ValueError, writing nothing,
@@ -142,6 +165,33 @@ class SegmentSlots:
             buffer[slot].copy_(segment.state0[name])
         self.next_value[slot].copy_(next_value)
         self.policy_version[slot] = segment.policy_version
+
+    def write_episodes(self, slot: int, episodes: list[dict]) -> list[dict]:
+        """Put as many of ``episodes`` into ``slot`` as fit; returns the rest (for the next one)."""
+        count = len(episodes)
+        while True:
+            data = pickle.dumps(episodes[:count], protocol=pickle.HIGHEST_PROTOCOL)
+            if len(data) <= self.episode_bytes:
+                break
+            count //= 2
+        self.episodes[slot, :len(data)].copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.episodes_len[slot] = len(data)
+        return episodes[count:]
+
+    def read_episodes(self, slot: int) -> list[dict]:
+        size = int(self.episodes_len[slot])
+        return pickle.loads(self.episodes[slot, :size].numpy().tobytes()) if size else []
+
+    def mark_full(self, slot: int) -> None:
+        """Hand ``slot`` to the learner; call after everything of it is written."""
+        self.filled_at[slot] = time.time()
+        self.status[slot] = FULL
+
+    def mark_free(self, slot: int) -> None:
+        self.status[slot] = FREE
+
+    def full_slots(self) -> list[int]:
+        return torch.nonzero(self.status == FULL).flatten().tolist()
 
     def read(self, slot: int, device: torch.device | str = "cpu") -> tuple[Segment, torch.Tensor]:
         """The segment in ``slot`` and the value after it, copied to ``device`` (so that the slot
