@@ -200,3 +200,21 @@ def test_a_sync_checkpoint_resumes_async_with_fresh_episodes(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "written by the synchronous loop; the async actors start fresh episodes" in captured.err
     assert "fresh episodes)" in captured.out
+
+
+def test_a_script_without_a_main_guard_trains_once(tmp_path):
+    """multiprocessing would run the parent's __main__ again in every actor; the engine starts
+    them without it, so a plain script is not re-run (here: it would find its run directory
+    locked and fail every actor)."""
+    import subprocess
+    import sys
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from memarl.train.trainer import TrainConfig, train\n"
+        f"train(TrainConfig(env='tmaze', agent='gru', total_steps=256, num_envs=4, "
+        f"rollout_len=8, run_dir={str(tmp_path / 'run')!r}, print_every_s=1e9), quiet=True)\n"
+        "print('trained')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained") == 1 and "warning" not in done.stderr

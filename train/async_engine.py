@@ -33,6 +33,7 @@ waits without a deadline, so the run never hangs on an actor.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -114,6 +115,27 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start processes without the parent's ``__main__``: multiprocessing runs it again in the
+    forkserver and in every child it starts (to find functions pickled by reference to it),
+    so a user's script calling ``train()`` without an ``if __name__ == "__main__"`` guard would
+    start a training in every actor. The actors need nothing of it (their entry point and
+    arguments live in memarl), so it is hidden while a process starts."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class AsyncEngine:
     """Actor processes and their slots; :meth:`next_batch` hands the learner its next batch."""
 
@@ -159,14 +181,15 @@ class AsyncEngine:
         process = self._context.Process(target=actor_main, name=f"memarl-actor-{actor.index}",
                                         args=(spec, self.weights, actor.slots, self.control),
                                         daemon=True)
-        process.start()
+        with _main_module_hidden():
+            process.start()
         actor.process, actor.started_at = process, time.time()
         actor.starts += 1
 
     def _restart(self, actor: _ActorHandle, reason: str) -> None:
         if self.restarts >= self.settings.max_actor_restarts:
             raise ActorFailed(f"actor {actor.index} (pid {actor.process.pid}) {reason}, and the "
-                              f"run has restarted actors {self.restarts} times already "
+                              f"run has restarted actors {self.restarts} time{'s' * (self.restarts != 1)} already "
                               f"(--max-actor-restarts {self.settings.max_actor_restarts})")
         self.restarts += 1
         self.log(f"warning: actor {actor.index} (pid {actor.process.pid}) {reason}; restarting "
