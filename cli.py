@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -240,7 +241,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
     cfg = TrainConfig(**given, env_options=env_options, agent_options=agent_options,
                       ppo=PPOConfig(**ppo_given))
     run_dir = train(cfg, command_line=["memarl", *argv])
-    print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks for the run
+        print(f"run directory: {run_dir}")
 
 
 def _list(what: str) -> None:

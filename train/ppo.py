@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from memarl.configs import Range, option_label, validate_fields
 from memarl.errors import MemarlError
+from memarl.train.distributed import mean_over_ranks, sum_over_ranks
 from memarl.train.rollout import Segment
 
 
@@ -89,10 +90,14 @@ class ReturnNormalizer:
     def update(self, returns: torch.Tensor) -> None:
         """Merge a batch of returns ``[M]`` (float64 arithmetic)."""
         batch = returns.detach().double()
-        n = float(batch.numel())
+        # the batch of every rank (torchrun), so that every learner replica normalises alike
+        n, total, squares = sum_over_ranks(torch.stack(
+            [torch.tensor(float(batch.numel()), dtype=torch.float64, device=batch.device),
+             batch.sum(), batch.square().sum()])).tolist()
         if n == 0:
             return
-        batch_mean, batch_var = float(batch.mean()), float(batch.var(unbiased=False))
+        batch_mean = total / n
+        batch_var = max(squares / n - batch_mean ** 2, 0.0)
         if self.count == 0:
             self.mean, self.var, self.count = batch_mean, batch_var, n
             return
@@ -272,8 +277,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, segment: Seg
                 continue
             optimizer.step()
             backward_s += time.perf_counter() - middle
-            if cfg.lr_schedule == "kl_adaptive":
-                adapt_learning_rate(optimizer, float(stats["approx_kl"]), cfg)
+            if cfg.lr_schedule == "kl_adaptive":  # every learner replica adapts alike
+                adapt_learning_rate(optimizer, mean_over_ranks(float(stats["approx_kl"])), cfg)
             for key, value in stats.items():
                 epoch_stats.setdefault(key, []).append(float(value))
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import torch
@@ -37,9 +37,11 @@ import torch
 from memarl.configs import Range, option_label, parse_options, validate_fields
 from memarl.errors import MemarlError, TrainingInterrupted
 from memarl.resources import check_training_memory, estimate_training_memory
+from memarl.train import distributed
 from memarl.train.checkpoint import (BROKEN_SUFFIX, CheckpointWriter, LatestCheckpoint,
                                      env_config_fields, move_aside, newest_resumable_checkpoint,
                                      os_error_reason, warn)
+from memarl.train.distributed import ENV_SEED_STRIDE, Ranks, any_rank, rank_device
 from memarl.train.learner import Learner, TrainingDiverged
 from memarl.train.logger import RunLogger
 from memarl.train.ppo import PPOConfig
@@ -208,9 +210,11 @@ def typed_agent_options(agent: str, options: dict, env_id: str | None = None) ->
     return typed if preset is None else {"preset": preset, **typed}
 
 
-def build_env(cfg: TrainConfig) -> Any:
+def build_env(cfg: TrainConfig, seed: int | None = None) -> Any:
+    """The run's env batch (seeded ``cfg.seed``, or ``seed``: another torchrun rank's)."""
     from memarl.envs import make
-    return make(cfg.env, num_envs=cfg.num_envs, seed=cfg.seed, **cfg.env_options)
+    return make(cfg.env, num_envs=cfg.num_envs, seed=cfg.seed if seed is None else seed,
+                **cfg.env_options)
 
 
 def build_policy(agent: str, env: Any, agent_options: dict) -> torch.nn.Module:
@@ -381,6 +385,19 @@ def _note(message: str) -> None:
     print(f"memarl: note: {message}", file=sys.stderr, flush=True)
 
 
+def distributed_policy(policy: torch.nn.Module, ranks: Ranks,
+                       device: torch.device) -> torch.nn.Module:
+    """The module the learner trains: ``policy`` itself, or under torchrun a
+    DistributedDataParallel of it (rank 0's weights broadcast, gradients all-reduced).
+    ``find_unused_parameters``: some cores leave parameters out of a segment's graph (the
+    memory head with memory_grad none, a shared read with one agent)."""
+    if not ranks.distributed:
+        return policy
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda"
+                                   else None, find_unused_parameters=True)
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag so the loop can write a final checkpoint and exit."""
 
@@ -437,8 +454,10 @@ class _Runner:
     and how an update is trained and logged."""
 
     def __init__(self, cfg: TrainConfig, learner: Learner, logger: RunLogger,
-                 checkpoints: CheckpointWriter, checkpoint_info: dict, agent_steps: int):
+                 checkpoints: CheckpointWriter, checkpoint_info: dict, agent_steps: int,
+                 ranks: Ranks):
         self.cfg, self.learner, self.logger, self.checkpoints = cfg, learner, logger, checkpoints
+        self.ranks = ranks
         self.checkpoint_info = checkpoint_info
         """the checkpoint entries that do not change during the run (agent, env, config, ...)"""
         self.agent_steps = agent_steps
@@ -454,7 +473,7 @@ class _Runner:
             raise TrainingDiverged(f"{error}; the run stops without a new checkpoint; the last "
                                    f"one is {kept}. Lower --max-learning-rate or check the env's "
                                    f"rewards, then --resume {self.cfg.run_dir}") from None
-        self.agent_steps += segment.num_agent_steps
+        self.agent_steps += segment.num_agent_steps * self.ranks.world_size  # every rank's
         if stats["nonfinite_minibatches"]:
             warn(f"update {self.learner.version}: the loss was NaN or inf in "
                  f"{stats['nonfinite_minibatches']:.0f} minibatch(es); their steps were skipped")
@@ -472,12 +491,21 @@ class _Runner:
         self.logger.progress(steps, self.learner.version)
 
     def checkpoint_due(self) -> bool:
-        return time.time() - self.last_checkpoint >= self.cfg.checkpoint_every_s
+        """Whether rank 0 writes a checkpoint after this update (never another rank)."""
+        return self.ranks.main and time.time() - self.last_checkpoint >= self.cfg.checkpoint_every_s
 
-    def write_checkpoint(self, episodes_state: dict, device: torch.device, final: bool) -> None:
-        """``episodes_state``: how the episodes continue (``collector`` or ``actors``)."""
+    def go_on(self, stop: "_StopRequest") -> bool:
+        """Whether to train another update: steps left and no stop requested on any rank."""
+        return self.agent_steps < self.cfg.total_steps and not any_rank(stop.requested)
+
+    def write_checkpoint(self, episodes_state: Callable[[], dict], device: torch.device,
+                         final: bool) -> None:
+        """``episodes_state()``: how the episodes continue (``collector`` or ``actors``). Rank 0
+        only."""
+        if not self.ranks.main:
+            return
         payload = {**self.checkpoint_info, **self.learner.state_dict(),
-                   "agent_steps": self.agent_steps, **episodes_state, "rng": rng_states(device)}
+                   "agent_steps": self.agent_steps, **episodes_state(), "rng": rng_states(device)}
         self.checkpoints.write(payload, self.logger.score(), self.learner.version,
                                self.agent_steps, final)
         self.last_checkpoint = time.time()  # after a failure too: retry next time
@@ -486,10 +514,14 @@ class _Runner:
 def run_sync(runner: _Runner, collector: RolloutCollector, device: torch.device,
              stop: "_StopRequest", threads: ThreadShare) -> None:
     """The synchronous loop: collect a segment, train on it, repeat."""
-    cfg, learner, policy = runner.cfg, runner.learner, runner.learner.policy
-    while runner.agent_steps < cfg.total_steps and not stop.requested:
+    learner = runner.learner
+
+    def episodes_state() -> dict:
+        return {"collector": collector.state_dict()}
+
+    while runner.go_on(stop):
         t0 = time.time()
-        policy.eval()
+        collector.policy.eval()
         segment, next_value = collector.collect(policy_version=learner.version)
         t1 = time.time()
         lag = learner.version - segment.policy_version
@@ -505,21 +537,24 @@ def run_sync(runner: _Runner, collector: RolloutCollector, device: torch.device,
             "async/policy_lag_max": float(lag), "perf/torch_threads": float(threads.threads)})
         threads.update()  # a neighbour run started or ended: re-share the cores
         if runner.checkpoint_due():
-            runner.write_checkpoint({"collector": collector.state_dict()}, device, final=False)
-    runner.write_checkpoint({"collector": collector.state_dict()}, device, final=True)
+            runner.write_checkpoint(episodes_state, device, final=False)
+    runner.write_checkpoint(episodes_state, device, final=True)
 
 
-def run_async(runner: _Runner, engine: "AsyncEngine", device: torch.device,
-              stop: "_StopRequest", threads: ThreadShare) -> None:
+def run_async(runner: _Runner, engine: "AsyncEngine", policy: torch.nn.Module,
+              device: torch.device, stop: "_StopRequest", threads: ThreadShare) -> None:
     """The async loop: the actors sample while the learner trains on the batches they deliver."""
-    cfg, learner, policy = runner.cfg, runner.learner, runner.learner.policy
+    learner = runner.learner
 
     def actor_states() -> dict:
         return {"actors": engine.collector_states(), "actor_envs": engine.env_counts}
 
-    while runner.agent_steps < cfg.total_steps and not stop.requested:
+    # alone, a stop request ends the wait for a batch; under torchrun every rank finishes the
+    # update so that all of them stop after the same one
+    stop_waiting = (lambda: False) if runner.ranks.distributed else (lambda: stop.requested)
+    while runner.go_on(stop):
         t0 = time.time()
-        batch = engine.next_batch(device, lambda: stop.requested)
+        batch = engine.next_batch(device, stop_waiting)
         if batch is None:
             break
         t1 = time.time()
@@ -541,8 +576,8 @@ def run_async(runner: _Runner, engine: "AsyncEngine", device: torch.device,
             "perf/torch_threads": float(threads.threads)})
         threads.update()
         if runner.checkpoint_due():
-            runner.write_checkpoint(actor_states(), device, final=False)
-    runner.write_checkpoint(actor_states(), device, final=True)
+            runner.write_checkpoint(actor_states, device, final=False)
+    runner.write_checkpoint(actor_states, device, final=True)
 
 
 def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None = None,
@@ -551,7 +586,17 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     if not cfg.run_dir:
         cfg.run_dir = default_run_dir(cfg)
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ranks = distributed.start(resolve_device(cfg.device))
+    try:
+        return _train(cfg, ranks, resume, command_line, quiet)
+    finally:
+        distributed.finish(ranks)
+
+
+def _train(cfg: TrainConfig, ranks: Ranks, resume: bool, command_line: list[str] | None,
+           quiet: bool) -> Path:
+    device = rank_device(ranks, resolve_device(cfg.device))
+    env_seed = cfg.seed + ranks.rank * ENV_SEED_STRIDE
     cfg.env_options = typed_env_options(cfg.env, cfg.env_options)
     seed_everything(cfg.seed)
     cfg.agent_options = typed_agent_options(cfg.agent, cfg.agent_options, cfg.env)
@@ -559,7 +604,7 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
         estimate_training_memory(cfg.env, cfg.env_options, cfg.num_envs, cfg.agent,
                                  cfg.agent_options, cfg.rollout_len, cfg.ppo.num_minibatches),
         hint="lower --num-envs, --rollout-len or the model size, or raise --num-minibatches")
-    env = build_env(cfg)
+    env = build_env(cfg, seed=env_seed)
     # the initial weights depend on the seed, the agent config and an explicit thread count
     # only, not on what ran before in this process (the thread count changes the rounding of
     # the orthogonal initialisation, and a run's outcome with it)
@@ -574,13 +619,14 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
 
     run_dir = Path(cfg.run_dir)
     checkpoint_dir = run_dir / "checkpoints"
-    out = open(os.devnull, "w") if quiet else sys.stdout
+    out = open(os.devnull, "w") if quiet or not ranks.main else sys.stdout
     # a resumed run is locked before anything of it is read; a new run directory is created
-    # and locked only once everything the run needs is built and checked
-    lock = prepare_run_dir(cfg, resume=True) if resume else None
+    # and locked only once everything the run needs is built and checked (by rank 0, which
+    # alone writes into it)
+    lock = prepare_run_dir(cfg, resume=True) if resume and ranks.main else None
     engine = None
     try:
-        learner = Learner(policy, cfg.ppo, cfg.seed)
+        learner = Learner(distributed_policy(policy, ranks, device), cfg.ppo, cfg.seed)
         agent_steps, best_score = 0, -1.0
         fingerprint = config_fingerprint(cfg)
         resumed = newest_resumable_checkpoint(checkpoint_dir) if resume else None
@@ -599,14 +645,16 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             if payload.get("score_metric", env.score_metric) == env.score_metric:
                 best_score = payload.get("best_score", payload.get("best_csr", -1.0))
             torch.manual_seed(cfg.seed + learner.version)
+        if ranks.rank:  # other actions on every rank
+            torch.manual_seed(env_seed + learner.version)
         num_actors = cfg.resolved_num_actors() if cfg.async_ else 0
         if cfg.async_:
             # the actors build their own envs; this reset only fails early, before a new run
             # directory exists, for an env that fails at reset
-            env.reset(seed=cfg.seed)
+            env.reset(seed=env_seed)
             collector, continued = None, False
             actor_states = None
-            if payload is not None:
+            if payload is not None and ranks.main:
                 from memarl.train.actor import split_envs
                 actor_states = saved_actor_states(resumed.path, payload, fingerprint,
                                                   split_envs(cfg.num_envs, num_actors))
@@ -617,23 +665,26 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             # the collector's first env.reset() runs here: an env that fails only at reset
             # fails before a new run directory exists
             collector = RolloutCollector(env, policy, cfg.rollout_len, device,
-                                         seed=cfg.seed + 1_000_003 * learner.version)
-            continued = payload is not None and continue_episodes(
+                                         seed=env_seed + 1_000_003 * learner.version)
+            # under torchrun the checkpoint holds rank 0's envs: the other ranks start fresh
+            continued = payload is not None and ranks.main and continue_episodes(
                 resumed.path, payload, fingerprint, collector, device)
             env = collector.env  # the saved envs when the episodes continue: one env object
-        if lock is None:
+        if not ranks.main:
+            pass
+        elif lock is None:
             lock = prepare_run_dir(cfg, resume=False)
             lock.remove_orphan_temp_files()
             write_run_config(run_dir, cfg, policy, command_line)
         else:
             lock.remove_orphan_temp_files()
             report_resume(run_dir, resumed, out, continued)
-        if lock.stale is not None:
+        if lock is not None and lock.stale is not None:
             _note(f"run directory {run_dir} was left locked by {lock.stale.describe()}, which "
                   f"is gone; took it over")
 
-        logger = RunLogger(run_dir / "tb", cfg.total_steps, cfg.print_every_s, stream=out,
-                           score_metric=env.score_metric)
+        logger = RunLogger(run_dir / "tb" if ranks.main else None, cfg.total_steps,
+                           cfg.print_every_s, stream=out, score_metric=env.score_metric)
         logger.text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```")
         logger.set_start(agent_steps)
         checkpoints = CheckpointWriter(checkpoint_dir, cfg.keep_checkpoints, best_score,
@@ -649,18 +700,18 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
             "env_config": env_config_fields(env.config), "score_metric": env.score_metric,
             "obs_shape": list(env.obs_shape), "num_actions": env.num_actions,
             "config": config_to_dict(cfg), "config_hash": fingerprint}
-        runner = _Runner(cfg, learner, logger, checkpoints, checkpoint_info, agent_steps)
+        runner = _Runner(cfg, learner, logger, checkpoints, checkpoint_info, agent_steps, ranks)
         with _StopRequest() as stop, ThreadShare(cfg.torch_threads, num_actors) as threads:
             try:
                 if cfg.async_:
                     from memarl.train.async_engine import AsyncEngine, EngineSettings
                     engine = AsyncEngine(
                         EngineSettings(cfg.env, cfg.env_options, cfg.agent, cfg.agent_options,
-                                       cfg.num_envs, num_actors, cfg.rollout_len, cfg.seed,
+                                       cfg.num_envs, num_actors, cfg.rollout_len, env_seed,
                                        cfg.max_policy_lag, cfg.actor_timeout_s,
                                        cfg.max_actor_restarts),
                         env, policy, learner.version, actor_states)
-                    run_async(runner, engine, device, stop, threads)
+                    run_async(runner, engine, policy, device, stop, threads)
                 else:
                     run_sync(runner, collector, device, stop, threads)
             finally:
