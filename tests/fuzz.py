@@ -61,8 +61,9 @@ STRING_VALUES: dict[str, tuple[str, ...]] = {
     # bench train
     "bench train env": ("nope", "", "bottleneck-v9"),
     "bench train agent": ("nope", ""),
-    "bench train engines": ("nope", "sync,sync", "", "sample-factory", "sync,nope"),
+    "bench train engines": ("nope", "sync,sync", "", "sync,nope", "sf"),
     "bench train out": ("{file}", "{file}/sub"),
+    "bench train suite": ("nope", "{missing}.yaml"),
 }
 """bad values of string options, by ``"<command> <field>"``"""
 

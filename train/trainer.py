@@ -1,19 +1,26 @@
-"""The training run: config, run directory, the collect -> update loop, checkpoints, resume.
+"""The training run: config, run directory, the training loops, checkpoints, resume.
 
-Synchronous PPO, wired from three pieces: the actor
-(:class:`~memarl.train.rollout.RolloutCollector`) fills one segment, the
-:class:`~memarl.train.learner.Learner` consumes it, and a
-:class:`~memarl.train.checkpoint.CheckpointWriter` keeps the run's files. The actor and the
-learner meet only through the :class:`~memarl.train.rollout.Segment`, so an async engine can
-replace the loop without touching either side (:mod:`memarl.train.transport` carries weights and
-segments between processes). Policy lag (learner version minus the version
-that acted) is logged; it is 0 here.
+PPO wired from the same pieces in two ways. The learner (:class:`~memarl.train.learner.Learner`)
+consumes :class:`~memarl.train.rollout.Segment` s and a
+:class:`~memarl.train.checkpoint.CheckpointWriter` keeps the run's files; the segments come from
+
+* the async engine (default, :mod:`memarl.train.async_engine`): actor processes sample with the
+  newest published weights while the learner trains, segments and weights travel through
+  shared memory (:mod:`memarl.train.transport`); or
+* the synchronous loop (``--async false``, :func:`run_sync`): one
+  :class:`~memarl.train.rollout.RolloutCollector` in this process, collect then update.
+
+Policy lag (learner version minus the version that acted) is logged: 0 in the sync loop, 1 in
+the async engine. Under torchrun every rank runs one of these with a DDP learner replica
+(:mod:`memarl.train.distributed`); ``--backend sample-factory`` hands the whole run to
+sample-factory instead (:mod:`memarl.train.sf_backend`).
 
 A checkpoint holds the learner (weights, optimizer with its adaptive rate, return statistics,
-minibatch RNG, update count), the collector (envs mid-episode, memory state) and the process's
-RNG states, with a hash of the settings. Resuming a run of the same settings on the same device
-and thread count therefore continues it exactly: its next update equals the uninterrupted
-run's, bit for bit.
+minibatch RNG, update count), the episodes in flight (the collector's envs and memory state, or
+each actor's) and the process's RNG states, with a hash of the settings. Resuming a sync run of
+the same settings on the same device and thread count continues it exactly: its next update
+equals the uninterrupted run's, bit for bit. An async run resumes its actors' episodes, not bit
+for bit (the actors' timing decides which weights act).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -81,6 +88,9 @@ class TrainConfig:
     """options of the env's own config (--env-opt KEY=VALUE)"""
     agent_options: dict = dataclasses.field(default_factory=dict)
     """options of the agent's own config (--agent-opt KEY=VALUE)"""
+    backend: Literal["memarl", "sample-factory"] = "memarl"
+    """training loop: memarl's own engines (--async) or sample-factory 2.1.1's APPO through its
+    registration APIs (train/sf_backend.py)"""
     async_: bool = True
     """train with the async engine: actor processes sample with the newest weights they have
     while the learner trains (false: the synchronous loop in one process, collect then update,
@@ -586,6 +596,9 @@ def train(cfg: TrainConfig, resume: bool = False, command_line: list[str] | None
     if not cfg.run_dir:
         cfg.run_dir = default_run_dir(cfg)
     cfg.validate()
+    if cfg.backend == "sample-factory":
+        from memarl.train.sf_backend import train_sample_factory
+        return train_sample_factory(cfg, resume=resume, command_line=command_line, quiet=quiet)
     ranks = distributed.start(resolve_device(cfg.device))
     try:
         return _train(cfg, ranks, resume, command_line, quiet)

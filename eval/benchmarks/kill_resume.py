@@ -7,9 +7,10 @@ resume runs to completion. The moments, in the order of the rounds:
 
 - ``before-first-checkpoint``: as soon as the process has started training (config.json
   written, or the resume line printed), before it writes any checkpoint of its own;
-- ``during-write``: after a random delay (0-1.5 s), the instant the next checkpoint temp file
-  appears in RUN/checkpoints, i.e. inside ``torch.save`` + fsync + rename;
-- ``random``: a uniform random delay (0-3 s) after the process started training.
+- ``during-write``: after a random delay (0-1.5 s) from the process's first update, the instant
+  the next checkpoint temp file appears in RUN/checkpoints, i.e. inside ``torch.save`` + fsync +
+  rename;
+- ``random``: a uniform random delay (0-3 s) after the process's first update.
 
 The first four rounds are before-first-checkpoint, during-write, before-first-checkpoint,
 during-write; the rest are drawn at random (seeded). Checked after every kill and resume:
@@ -76,6 +77,9 @@ class TrainProcess:
         self.episodes: str | None = None
         """what the resume line says of the episodes ("its episodes continued")"""
         self.training = threading.Event()
+        self.updated = threading.Event()
+        """set once the process has done an update (with the async engine its actors take a
+        second or two to start after the resume line)"""
         self.readers = [threading.Thread(target=self._read, args=(self.process.stdout, self.stdout),
                                          daemon=True),
                         threading.Thread(target=self._read, args=(self.process.stderr, self.stderr),
@@ -94,6 +98,8 @@ class TrainProcess:
             elif _FROM_ZERO in line:
                 self.resumed_from = ("", 0)
                 self.training.set()
+            elif line.startswith("steps "):  # the progress line, printed after every update
+                self.updated.set()
 
     def wait_training(self, new_run: bool) -> bool:
         """Wait until the process trains: a new run has written config.json, a resume has
@@ -152,6 +158,8 @@ def kill_at(process: TrainProcess, kind: str, rng: random.Random, orphans: set[s
     run_dir = process.run_dir
     before = checkpoint_names(run_dir)
     caught_write = None
+    if kind in ("during-write", "random"):
+        process.updated.wait(START_TIMEOUT_S)  # the random delays count from the first update
     if kind == "during-write":
         time.sleep(rng.uniform(0.0, 1.5))  # not always the first write of the process
         deadline = time.time() + 60
