@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error already printed in one line
         return int(exit_request.code or 0)
+    from memarl.train.async_engine import ActorFailed
     from memarl.train.checkpoint import CheckpointWriteFailed
     from memarl.train.learner import TrainingDiverged
     try:
@@ -390,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             _render(args)
         elif args.command == "report":
             _report(args)
-    # not the input (the disk, a diverged run); the message says what is lost and how to go on
-    except (CheckpointWriteFailed, TrainingDiverged) as error:
+    # not the input (the disk, a diverged run, a failing actor); the message says what is lost
+    # and how to go on
+    except (CheckpointWriteFailed, TrainingDiverged, ActorFailed) as error:
         print(f"memarl {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except MemarlError as error:

@@ -218,3 +218,30 @@ def test_a_script_without_a_main_guard_trains_once(tmp_path):
                           timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained") == 1 and "warning" not in done.stderr
+
+
+def test_a_failing_actor_stops_the_run_with_a_checkpoint_and_exit_code_1(tmp_path, monkeypatch,
+                                                                         capsys):
+    """An actor failure a restart does not mend ends the run, but not its learning: the learner
+    writes a checkpoint first, and the message says how to go on."""
+    from memarl.cli import main
+    from memarl.train.async_engine import AsyncEngine as Engine
+    real_next_batch, calls = Engine.next_batch, []
+
+    def failing_after_three(self, device, stop):
+        calls.append(1)
+        if len(calls) > 3:
+            raise ActorFailed("actor 0 (pid 1) failed: ValueError: boom")
+        return real_next_batch(self, device, stop)
+
+    monkeypatch.setattr(Engine, "next_batch", failing_after_three)
+    run = tmp_path / "run"
+    code = main(["train", "--env", "tmaze", "--agent", "gru", "--num-envs", "4",
+                 "--rollout-len", "8", "--total-steps", "100000", "--run-dir", str(run),
+                 "--print-every-s", "1e9", "--checkpoint-every-s", "1e9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "failed: ValueError: boom" in err and f"--resume {run}" in err
+    assert "checkpoint at 96 agent-steps" in err  # 3 updates of 4 envs x 8 steps
+    payload = load_checkpoint(newest_readable_checkpoint(run / "checkpoints").path)
+    assert payload["agent_steps"] == 96 and payload["update"] == 3

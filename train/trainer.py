@@ -45,6 +45,7 @@ from memarl.configs import Range, option_label, parse_options, validate_fields
 from memarl.errors import MemarlError, TrainingInterrupted
 from memarl.resources import check_training_memory, estimate_training_memory
 from memarl.train import distributed
+from memarl.train.async_engine import ActorFailed, AsyncEngine, EngineSettings
 from memarl.train.checkpoint import (BROKEN_SUFFIX, CheckpointWriter, LatestCheckpoint,
                                      env_config_fields, move_aside, newest_resumable_checkpoint,
                                      os_error_reason, warn)
@@ -551,7 +552,7 @@ def run_sync(runner: _Runner, collector: RolloutCollector, device: torch.device,
     runner.write_checkpoint(episodes_state, device, final=True)
 
 
-def run_async(runner: _Runner, engine: "AsyncEngine", policy: torch.nn.Module,
+def run_async(runner: _Runner, engine: AsyncEngine, policy: torch.nn.Module,
               device: torch.device, stop: "_StopRequest", threads: ThreadShare) -> None:
     """The async loop: the actors sample while the learner trains on the batches they deliver."""
     learner = runner.learner
@@ -564,7 +565,14 @@ def run_async(runner: _Runner, engine: "AsyncEngine", policy: torch.nn.Module,
     stop_waiting = (lambda: False) if runner.ranks.distributed else (lambda: stop.requested)
     while runner.go_on(stop):
         t0 = time.time()
-        batch = engine.next_batch(device, stop_waiting)
+        try:
+            batch = engine.next_batch(device, stop_waiting)
+        except ActorFailed as error:
+            # the learner is intact: keep what it learned, then stop with the actor's error
+            runner.write_checkpoint(actor_states, device, final=True)
+            raise ActorFailed(f"{error}; the run stops with a checkpoint at "
+                              f"{runner.agent_steps:,} agent-steps; once the cause is fixed, "
+                              f"--resume {runner.cfg.run_dir}") from None
         if batch is None:
             break
         t1 = time.time()
@@ -717,7 +725,6 @@ def _train(cfg: TrainConfig, ranks: Ranks, resume: bool, command_line: list[str]
         with _StopRequest() as stop, ThreadShare(cfg.torch_threads, num_actors) as threads:
             try:
                 if cfg.async_:
-                    from memarl.train.async_engine import AsyncEngine, EngineSettings
                     engine = AsyncEngine(
                         EngineSettings(cfg.env, cfg.env_options, cfg.agent, cfg.agent_options,
                                        cfg.num_envs, num_actors, cfg.rollout_len, env_seed,
