@@ -168,8 +168,8 @@ def test_second_training_and_resume_refused_while_the_first_completes(tmp_path, 
 def test_env_error_at_first_reset_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
     real_build_env = trainer.build_env
 
-    def env_failing_at_reset(cfg):
-        env = real_build_env(cfg)
+    def env_failing_at_reset(cfg, seed=None):
+        env = real_build_env(cfg, seed)
 
         def reset(*args, **kwargs):
             raise MemarlError("map file vanished at reset")
