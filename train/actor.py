@@ -160,9 +160,9 @@ class _Actor:
         while True:
             self.beat()
             self.answer_save_request()
-            free = torch.nonzero(self.slots.status == 0).flatten()
-            if len(free):
-                return int(free[0])
+            free = self.slots.free_slots()
+            if free:
+                return free[0]
             if self.should_stop():
                 return None
             time.sleep(0.0005)

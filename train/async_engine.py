@@ -209,11 +209,11 @@ class AsyncEngine:
                 self._restart(actor, describe_exit(process.exitcode))
                 continue
             beat = float(self.control.heartbeat[actor.index])
+            start_timeout_s = max(START_TIMEOUT_S, self.settings.actor_timeout_s)
             if beat == 0.0:
-                if now - actor.started_at > max(START_TIMEOUT_S, self.settings.actor_timeout_s):
+                if now - actor.started_at > start_timeout_s:
                     self._kill(actor)
-                    self._restart(actor, f"did not start within "
-                                  f"{max(START_TIMEOUT_S, self.settings.actor_timeout_s):g} s")
+                    self._restart(actor, f"did not start within {start_timeout_s:g} s")
             elif now - beat > self.settings.actor_timeout_s:
                 self._kill(actor)
                 self._restart(actor, f"sent no heartbeat for {now - beat:.0f} s "
@@ -256,8 +256,11 @@ class AsyncEngine:
         last_check = time.perf_counter()
         while len(taken) < len(self.actors):
             t0 = time.perf_counter()
-            ready = [actor for actor in self.actors
-                     if actor.index not in taken and actor.slots.full_slots()]
+            ready = []  # (actor, its full slot) of the actors not yet in the batch
+            for actor in self.actors:
+                full = [] if actor.index in taken else actor.slots.full_slots()
+                if full:
+                    ready.append((actor, full[0]))
             if not ready:
                 if stop():
                     return None
@@ -267,8 +270,7 @@ class AsyncEngine:
                 time.sleep(0.0005)
                 wait_s += time.perf_counter() - t0
                 continue
-            for actor in ready:
-                slot = actor.slots.full_slots()[0]
+            for actor, slot in ready:
                 segment, next_value = actor.slots.read(slot, device)
                 episodes += actor.slots.read_episodes(slot)
                 slot_timings = actor.slots.timings[slot].tolist()

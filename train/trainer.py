@@ -352,6 +352,15 @@ def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+def _same_settings(path: Path, payload: dict, fingerprint: str) -> bool:
+    """Whether a checkpoint was written under this run's settings (its episodes may continue
+    only then); a note when not."""
+    if payload.get("config_hash") == fingerprint:
+        return True
+    _note(f"{path.name} was written under other settings; the run starts fresh episodes")
+    return False
+
+
 def continue_episodes(path: Path, payload: dict, fingerprint: str, collector: RolloutCollector,
                       device: torch.device) -> bool:
     """Put the checkpoint's envs, memory state and RNG states back into this run, so that its
@@ -359,10 +368,7 @@ def continue_episodes(path: Path, payload: dict, fingerprint: str, collector: Ro
     checkpoint without them, written under other settings, or whose saved envs no longer load
     (written by another version of memarl)."""
     saved, rng = payload.get("collector"), payload.get("rng")
-    if saved is None or rng is None:
-        return False
-    if payload.get("config_hash") != fingerprint:
-        _note(f"{path.name} was written under other settings; the run starts fresh episodes")
+    if saved is None or rng is None or not _same_settings(path, payload, fingerprint):
         return False
     try:
         collector.load_state_dict(saved)
@@ -446,8 +452,7 @@ def saved_actor_states(path: Path, payload: dict, fingerprint: str,
             _note(f"{path.name} was written by the synchronous loop; the async actors start "
                   f"fresh episodes")
         return None
-    if payload.get("config_hash") != fingerprint:
-        _note(f"{path.name} was written under other settings; the run starts fresh episodes")
+    if not _same_settings(path, payload, fingerprint):
         return None
     if payload.get("actor_envs") != env_counts:
         _note(f"{path.name} was written by actors of {payload.get('actor_envs')} envs, this run's "
@@ -691,13 +696,11 @@ def _train(cfg: TrainConfig, ranks: Ranks, resume: bool, command_line: list[str]
             continued = payload is not None and ranks.main and continue_episodes(
                 resumed.path, payload, fingerprint, collector, device)
             env = collector.env  # the saved envs when the episodes continue: one env object
-        if not ranks.main:
-            pass
-        elif lock is None:
+        if ranks.main and lock is None:
             lock = prepare_run_dir(cfg, resume=False)
             lock.remove_orphan_temp_files()
             write_run_config(run_dir, cfg, policy, command_line)
-        else:
+        elif ranks.main:
             lock.remove_orphan_temp_files()
             report_resume(run_dir, resumed, out, continued)
         if lock is not None and lock.stale is not None:

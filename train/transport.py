@@ -112,8 +112,8 @@ TIMINGS = ("collect_s", "env_s", "policy_s")
 
 class SegmentSlots:
     """``num_slots`` segment buffers of one :class:`SegmentShape` in shared memory, each with its
-    status (:data:`FREE` / :data:`FULL`), the order in which slots were filled, the episodes that
-    ended in the segment (pickled, up to ``episode_bytes``) and the actor's timings."""
+    status (:data:`FREE` / :data:`FULL`), the episodes that ended in the segment (pickled, up to
+    ``episode_bytes``) and the actor's timings."""
 
     def __init__(self, num_slots: int, shape: SegmentShape, episode_bytes: int | None = None):
         if num_slots < 1:
@@ -135,8 +135,6 @@ class SegmentSlots:
         self.next_value = zeros((num_slots, shape.num_envs, shape.num_agents), torch.float32)
         self.policy_version = zeros(num_slots, torch.int64)
         self.status = zeros(num_slots, torch.int64)
-        self.filled_at = zeros(num_slots, torch.float64)
-        """when each slot was marked full (time.time()): the learner takes the oldest first"""
         # about 100 bytes per pickled episode; every env can end an episode at every step
         self.episode_bytes = episode_bytes or max(1 << 16, 128 * shape.num_envs * shape.rollout_len)
         self.episodes = zeros((num_slots, self.episode_bytes), torch.uint8)
@@ -184,7 +182,6 @@ class SegmentSlots:
 
     def mark_full(self, slot: int) -> None:
         """Hand ``slot`` to the learner; call after everything of it is written."""
-        self.filled_at[slot] = time.time()
         self.status[slot] = FULL
 
     def mark_free(self, slot: int) -> None:
@@ -192,6 +189,9 @@ class SegmentSlots:
 
     def full_slots(self) -> list[int]:
         return torch.nonzero(self.status == FULL).flatten().tolist()
+
+    def free_slots(self) -> list[int]:
+        return torch.nonzero(self.status == FREE).flatten().tolist()
 
     def read(self, slot: int, device: torch.device | str = "cpu") -> tuple[Segment, torch.Tensor]:
         """The segment in ``slot`` and the value after it, copied to ``device`` (so that the slot
